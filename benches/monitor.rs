@@ -1,0 +1,226 @@
+//! Overhead of the monitor, each figure beside its baseline in the same run.
+//!
+//! - `layer/*`: one in-process request through an axum router (`oneshot`, small JSON handler, body read to the
+//!   end): bare, with a hand-written floor layer (takes `Instant::now()` and inserts one header), with
+//!   perfscope's `MonitorLayer` (timing headers and request ID on), with tower-http's `TraceLayer` +
+//!   `SetRequestIdLayer` (UUIDs), and with axum-prometheus.
+//! - `record/*`: recording one latency sample: a bare `hdrhistogram::Histogram::record`, a
+//!   `Mutex<Histogram>`, and perfscope's sharded histogram, at one and two threads.
+//!
+//! Run: `cargo bench --bench monitor`. Results and the machine: `docs/benchmarks.md`.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::sync::{Arc, Barrier, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http::{HeaderValue, Request, Response};
+use perfscope::monitor::bench_support::{Layout, ShardedHistogram};
+use perfscope::{HeaderPolicy, Perfscope};
+use tower::{Layer, Service, ServiceExt};
+
+fn app() -> Router {
+    Router::new().route(
+        "/api/products/{id}",
+        get(|| async {
+            axum::Json(
+                serde_json::json!({"id": 1, "name": "Paracetamol 500mg", "price_cents": 399}),
+            )
+        }),
+    )
+}
+
+/// The floor: what any timing layer must do at least.
+#[derive(Clone)]
+struct FloorLayer;
+
+#[derive(Clone)]
+struct Floor<S>(S);
+
+impl<S> Layer<S> for FloorLayer {
+    type Service = Floor<S>;
+    fn layer(&self, inner: S) -> Floor<S> {
+        Floor(inner)
+    }
+}
+
+impl<S, B> Service<Request<B>> for Floor<S>
+where
+    S: Service<Request<B>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = FloorFuture<S::Future>;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        FloorFuture {
+            inner: self.0.call(request),
+            start: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct FloorFuture<F> {
+        #[pin]
+        inner: F,
+        start: Instant,
+    }
+}
+
+impl<F, E> Future for FloorFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        let micros = this.start.elapsed().as_micros() as u64;
+        response
+            .headers_mut()
+            .insert("x-response-time", HeaderValue::from(micros));
+        Poll::Ready(Ok(response))
+    }
+}
+
+fn request() -> Request<Body> {
+    Request::get("/api/products/42")
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn bench_layers(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let perf = Perfscope::builder()
+        .timing_headers(HeaderPolicy::Always)
+        .build()
+        .unwrap();
+    let (prometheus_layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
+    let apps: Vec<(&str, Router)> = vec![
+        ("bare", app()),
+        ("floor", app().layer(FloorLayer)),
+        ("perfscope", app().layer(perf.layer())),
+        (
+            "tower_http_trace_request_id",
+            app()
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                    tower_http::request_id::MakeRequestUuid,
+                )),
+        ),
+        ("axum_prometheus", app().layer(prometheus_layer)),
+    ];
+    let mut group = c.benchmark_group("layer");
+    group.throughput(Throughput::Elements(1));
+    for (name, app) in apps {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let response = app.clone().oneshot(request()).await.unwrap();
+                    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                        .await
+                        .unwrap();
+                    black_box(body);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Time for `threads` threads to record `per_thread` samples each, all released at once.
+fn concurrent(threads: usize, per_thread: u64, record: Arc<dyn Fn(u64) + Send + Sync>) -> Duration {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let barrier = barrier.clone();
+            let record = record.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                for i in 0..per_thread {
+                    record(black_box(100 + (i * 7 + t as u64) % 5_000));
+                }
+                start.elapsed()
+            })
+        })
+        .collect();
+    barrier.wait();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .unwrap_or_default()
+}
+
+fn bench_record(c: &mut Criterion) {
+    let layout = Layout::new(60_000_000, 2);
+    let mut group = c.benchmark_group("record");
+    group.throughput(Throughput::Elements(1));
+    let mut bare = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).unwrap();
+    let mut value = 0u64;
+    group.bench_function("hdrhistogram_1_thread", |b| {
+        b.iter(|| {
+            value = (value + 7) % 5_000;
+            bare.record(black_box(100 + value)).unwrap();
+        })
+    });
+    let sharded = ShardedHistogram::new(layout);
+    group.bench_function("perfscope_1_thread", |b| {
+        b.iter(|| {
+            value = (value + 7) % 5_000;
+            sharded.record(black_box(100 + value));
+        })
+    });
+    // Two threads recording into one route: total samples per unit of wall time.
+    group.throughput(Throughput::Elements(2));
+    let mutex = Arc::new(Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).unwrap(),
+    ));
+    group.bench_function("mutex_hdrhistogram_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let mutex = mutex.clone();
+            concurrent(
+                2,
+                iters,
+                Arc::new(move |v| mutex.lock().unwrap().record(v).unwrap()),
+            )
+        })
+    });
+    let shared = Arc::new(ShardedHistogram::new(layout));
+    group.bench_function("perfscope_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let shared = shared.clone();
+            concurrent(2, iters, Arc::new(move |v| shared.record(v)))
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("perfscope_1_thread_spawned", |b| {
+        b.iter_custom(|iters| {
+            let shared = shared.clone();
+            concurrent(1, iters, Arc::new(move |v| shared.record(v)))
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = bench_layers, bench_record
+}
+criterion_main!(benches);

@@ -1,0 +1,255 @@
+//! The admin router: statistics as JSON and Prometheus text, behind a token.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let perf = perfscope::Perfscope::builder().build()?;
+//! let auth = match std::env::var("PERFSCOPE_ADMIN_TOKEN") {
+//!     Ok(token) => perfscope::AdminAuth::token(token)?,
+//!     Err(_) => perfscope::AdminAuth::loopback_only(),
+//! };
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(perf.layer())
+//!     .nest("/admin/perf", perf.admin_router(auth));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // The peer address is needed by the loopback-only mode.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Endpoints (relative to where the router is nested)
+//! - `GET /stats`: the [`Snapshot`](crate::Snapshot) as JSON (feature `json`).
+//! - `GET /metrics`: Prometheus text exposition.
+//!
+//! # Authentication
+//! [`AdminAuth::token`]: the request must carry `Authorization: Bearer <token>` or `X-Admin-Key: <token>`;
+//! the comparison takes the same time wherever the first differing byte is. Anything else gets 401.
+//! [`AdminAuth::loopback_only`]: no token, but only clients on 127.0.0.0/8 or ::1 are served (403 otherwise);
+//! it needs the peer address, so serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+//! Admin requests never appear in the statistics.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::Perfscope;
+use crate::context::RequestContext;
+use crate::error::BuildError;
+
+/// Shortest accepted admin token.
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
+
+/// How the admin router authenticates its callers.
+#[derive(Clone)]
+pub struct AdminAuth {
+    mode: Mode,
+}
+
+#[derive(Clone)]
+enum Mode {
+    Token(Arc<[u8]>),
+    LoopbackOnly,
+}
+
+impl fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.mode {
+            // Never print the token.
+            Mode::Token(_) => f.write_str("AdminAuth::Token(..)"),
+            Mode::LoopbackOnly => f.write_str("AdminAuth::LoopbackOnly"),
+        }
+    }
+}
+
+impl AdminAuth {
+    /// Callers must present `token` (at least 16 characters; surrounding whitespace is trimmed).
+    pub fn token(token: impl Into<String>) -> Result<Self, BuildError> {
+        let token = token.into();
+        let token = token.trim();
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(BuildError::WeakAdminToken {
+                min: MIN_TOKEN_LEN,
+                got: token.len(),
+            });
+        }
+        Ok(AdminAuth {
+            mode: Mode::Token(Arc::from(token.as_bytes())),
+        })
+    }
+
+    /// Development mode: no token, loopback clients only.
+    pub fn loopback_only() -> Self {
+        AdminAuth {
+            mode: Mode::LoopbackOnly,
+        }
+    }
+
+    /// The response refusing `request`, or `None` when it may use the admin endpoints.
+    fn denial(&self, request: &Request) -> Option<Response> {
+        match &self.mode {
+            Mode::Token(expected) => {
+                let presented = presented_tokens(request.headers());
+                // Check every presented token, so timing does not tell which header matched.
+                let accepted =
+                    presented.fold(false, |ok, token| constant_time_eq(token, expected) | ok);
+                if accepted {
+                    return None;
+                }
+                let mut response =
+                    (StatusCode::UNAUTHORIZED, "missing or wrong admin token\n").into_response();
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                Some(response)
+            }
+            Mode::LoopbackOnly => {
+                let message = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
+                    Some(ConnectInfo(peer)) if peer.ip().is_loopback() => return None,
+                    Some(_) => "admin endpoints serve loopback clients only\n",
+                    None => {
+                        "loopback-only admin mode needs the peer address: serve with \
+                         into_make_service_with_connect_info::<SocketAddr>()\n"
+                    }
+                };
+                Some((StatusCode::FORBIDDEN, message).into_response())
+            }
+        }
+    }
+}
+
+/// Tokens from `Authorization: Bearer …` and `X-Admin-Key: …`.
+fn presented_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    let bearer = headers
+        .get_all(header::AUTHORIZATION)
+        .into_iter()
+        .filter_map(|value| {
+            let value = value.as_bytes();
+            let scheme = value.get(..7)?;
+            scheme
+                .eq_ignore_ascii_case(b"bearer ")
+                .then(|| value[7..].trim_ascii())
+        });
+    let key = headers
+        .get_all("x-admin-key")
+        .into_iter()
+        .map(|value| value.as_bytes().trim_ascii());
+    bearer.chain(key)
+}
+
+/// Compares in time that depends only on the expected token's length.
+fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    let mut difference = u8::from(presented.len() != expected.len());
+    for (index, byte) in expected.iter().enumerate() {
+        difference |= byte ^ presented.get(index).copied().unwrap_or(0);
+    }
+    std::hint::black_box(difference) == 0
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl Perfscope {
+    /// The admin router, to nest where the application wants it (usually `/admin/perf`).
+    pub fn admin_router<S>(&self, auth: AdminAuth) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let guard = move |request: &Request| {
+            // Admin traffic stays out of the statistics, whatever the layer order.
+            if let Some(context) = request.extensions().get::<RequestContext>() {
+                context.exclude_from_stats();
+            }
+            auth.denial(request)
+        };
+        let stats_guard = guard.clone();
+        let stats_perf = self.clone();
+        let metrics_perf = self.clone();
+        let router = Router::new().route(
+            "/metrics",
+            get(move |request: Request| async move {
+                if let Some(denied) = guard(&request) {
+                    return denied;
+                }
+                let body = crate::export::prometheus(&metrics_perf.snapshot());
+                no_store(
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response(),
+                )
+            }),
+        );
+        #[cfg(feature = "json")]
+        let router = router.route(
+            "/stats",
+            get(move |request: Request| async move {
+                if let Some(denied) = stats_guard(&request) {
+                    return denied;
+                }
+                let body = crate::export::json(&stats_perf.snapshot());
+                no_store(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+            }),
+        );
+        #[cfg(not(feature = "json"))]
+        let _ = (stats_guard, stats_perf);
+        router
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"abcdefghijklmnop", b"abcdefghijklmnop"));
+        assert!(!constant_time_eq(b"abcdefghijklmnoq", b"abcdefghijklmnop"));
+        assert!(!constant_time_eq(b"abcdefghijklmno", b"abcdefghijklmnop"));
+        assert!(!constant_time_eq(
+            b"abcdefghijklmnop\0",
+            b"abcdefghijklmnop"
+        ));
+        assert!(!constant_time_eq(b"", b"abcdefghijklmnop"));
+    }
+
+    #[test]
+    fn short_tokens_are_refused() {
+        assert!(matches!(
+            AdminAuth::token("short"),
+            Err(BuildError::WeakAdminToken { min: 16, got: 5 })
+        ));
+        assert!(AdminAuth::token("  0123456789abcdef  ").is_ok());
+        assert_eq!(
+            format!("{:?}", AdminAuth::token("0123456789abcdef").unwrap()),
+            "AdminAuth::Token(..)"
+        );
+    }
+
+    #[test]
+    fn bearer_and_key_headers_are_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer  tok "),
+        );
+        headers.insert("x-admin-key", HeaderValue::from_static("key"));
+        let tokens: Vec<_> = presented_tokens(&headers).collect();
+        assert_eq!(tokens, [&b"tok"[..], &b"key"[..]]);
+    }
+}

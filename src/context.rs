@@ -1,0 +1,430 @@
+//! The per-request context every perfscope part shares.
+//!
+//! The outermost perfscope layer creates one [`RequestContext`] per request. It is reachable three ways, because
+//! code runs in three kinds of places:
+//! - as a request extension (`Extension<RequestContext>` in an axum handler, or `req.extensions()`);
+//! - as a tokio task-local, from any code the handler calls in its task ([`RequestContext::current`], [`phase`]);
+//! - from the request's `tracing` span, for code on other threads that only sees the span (sqlx's SQLite worker
+//!   re-enters the caller's span), once [`ContextLayer`](crate::ContextLayer) is part of the tracing subscriber.
+//!
+//! It carries the request ID, method, route template, start time, named phase timings (which feed
+//! `Server-Timing`), counters the cache and the query analyzer fill, and an optional user ID.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::request_id::RequestId;
+use crate::route::MethodLabel;
+
+/// Phases kept per request; later ones are added to the last slot's `other` total.
+pub const MAX_PHASES: usize = 8;
+
+tokio::task_local! {
+    static CURRENT: RequestContext;
+}
+
+/// Shared, cheap-to-clone state of one request.
+#[derive(Clone)]
+pub struct RequestContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    request_id: RequestId,
+    method: MethodLabel,
+    start: Instant,
+    start_unix_ms: u64,
+    route: OnceLock<Arc<str>>,
+    #[cfg(feature = "monitor")]
+    route_entry: OnceLock<Arc<crate::monitor::route_entry::RouteEntry>>,
+    user_id: OnceLock<String>,
+    excluded: AtomicBool,
+    panicked: AtomicBool,
+    phases: Mutex<Phases>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Phases {
+    entries: [Option<(Cow<'static, str>, Duration)>; MAX_PHASES],
+    overflowed: Duration,
+}
+
+/// Counters that the cache and query parts add to while the request runs.
+#[derive(Debug, Default)]
+struct Counters {
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    cache_micros: AtomicU64,
+    queries: AtomicU64,
+    query_micros: AtomicU64,
+}
+
+/// A copy of a request's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContextCounters {
+    /// Cache lookups that found a value.
+    pub cache_hits: u64,
+    /// Cache lookups that did not.
+    pub cache_misses: u64,
+    /// Time spent loading cache misses.
+    pub cache_time: Duration,
+    /// Database queries run.
+    pub queries: u64,
+    /// Time spent in database queries.
+    pub query_time: Duration,
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl RequestContext {
+    /// A context for a request that starts now. Layers call this; applications rarely need to.
+    pub fn new(
+        request_id: RequestId,
+        method: MethodLabel,
+        start: Instant,
+        start_unix_ms: u64,
+    ) -> Self {
+        RequestContext {
+            inner: Arc::new(Inner {
+                request_id,
+                method,
+                start,
+                start_unix_ms,
+                route: OnceLock::new(),
+                #[cfg(feature = "monitor")]
+                route_entry: OnceLock::new(),
+                user_id: OnceLock::new(),
+                excluded: AtomicBool::new(false),
+                panicked: AtomicBool::new(false),
+                phases: Mutex::new(Phases::default()),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The context of the request this task is serving, or of the request span this thread is in.
+    ///
+    /// The span route needs [`ContextLayer`](crate::ContextLayer) in the tracing subscriber; the task-local route always works inside
+    /// the request's task (and in tasks started with [`RequestContext::scope`]).
+    pub fn current() -> Option<RequestContext> {
+        CURRENT
+            .try_with(RequestContext::clone)
+            .ok()
+            .or_else(crate::context_layer::from_current_span)
+    }
+
+    /// Runs `future` with this context as the task-local current one; use it for work spawned from a handler.
+    ///
+    /// ```
+    /// # async fn demo(ctx: perfscope::RequestContext) {
+    /// let ctx2 = ctx.clone();
+    /// tokio::spawn(ctx.scope(async move {
+    ///     let _phase = perfscope::phase("report");
+    ///     // ... timed as part of the request that spawned it
+    /// }));
+    /// # }
+    /// ```
+    pub fn scope<F: Future>(
+        self,
+        future: F,
+    ) -> tokio::task::futures::TaskLocalFuture<RequestContext, F> {
+        CURRENT.scope(self, future)
+    }
+
+    /// The request ID.
+    pub fn request_id(&self) -> &RequestId {
+        &self.inner.request_id
+    }
+
+    /// The method label.
+    pub fn method(&self) -> MethodLabel {
+        self.inner.method
+    }
+
+    /// The route template, once known (set by the monitor from axum's `MatchedPath`).
+    pub fn route(&self) -> Option<&str> {
+        self.inner.route.get().map(|route| &**route)
+    }
+
+    /// Sets the route template if it is not set yet; returns whether this call set it.
+    pub fn set_route(&self, route: Arc<str>) -> bool {
+        self.inner.route.set(route).is_ok()
+    }
+
+    #[cfg(feature = "monitor")]
+    pub(crate) fn route_entry(&self) -> Option<&Arc<crate::monitor::route_entry::RouteEntry>> {
+        self.inner.route_entry.get()
+    }
+
+    #[cfg(feature = "monitor")]
+    pub(crate) fn set_route_entry(
+        &self,
+        entry: Arc<crate::monitor::route_entry::RouteEntry>,
+    ) -> bool {
+        let _ = self.inner.route.set(entry.route.clone());
+        self.inner.route_entry.set(entry).is_ok()
+    }
+
+    /// When the request started.
+    pub fn start(&self) -> Instant {
+        self.inner.start
+    }
+
+    /// When the request started, in milliseconds since the Unix epoch.
+    pub fn start_unix_ms(&self) -> u64 {
+        self.inner.start_unix_ms
+    }
+
+    /// Time since the request started.
+    pub fn elapsed(&self) -> Duration {
+        self.inner.start.elapsed()
+    }
+
+    /// The user ID, if the configured hook or the application set one.
+    pub fn user_id(&self) -> Option<&str> {
+        self.inner.user_id.get().map(String::as_str)
+    }
+
+    /// Sets the user ID (for example after authentication in the handler); the first value set stays.
+    pub fn set_user_id(&self, user_id: impl Into<String>) {
+        let _ = self.inner.user_id.set(user_id.into());
+    }
+
+    /// Keeps this request out of the statistics (the admin router marks its own requests so).
+    pub fn exclude_from_stats(&self) {
+        self.inner.excluded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`RequestContext::exclude_from_stats`] was called.
+    pub fn is_excluded(&self) -> bool {
+        self.inner.excluded.load(Ordering::Relaxed)
+    }
+
+    /// Whether the request's handler panicked (seen by perfscope's panic hook, even when an inner
+    /// `CatchPanicLayer` turned the panic into a 500 response).
+    pub fn panicked(&self) -> bool {
+        self.inner.panicked.load(Ordering::Relaxed)
+    }
+
+    /// Marks the task-local current request as panicked; called from the panic hook, so it must not panic.
+    pub(crate) fn mark_current_panicked() {
+        let _ = CURRENT.try_with(|context| context.inner.panicked.store(true, Ordering::Relaxed));
+    }
+
+    /// Starts timing a named phase of this request; the time is added when the guard drops.
+    pub fn phase(&self, name: impl Into<Cow<'static, str>>) -> PhaseGuard {
+        PhaseGuard {
+            context: Some(self.clone()),
+            name: name.into(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Adds `duration` to the phase `name` (phases with the same name add up).
+    pub fn add_phase(&self, name: impl Into<Cow<'static, str>>, duration: Duration) {
+        let name = name.into();
+        let mut phases = self.inner.phases.lock();
+        let Phases {
+            entries,
+            overflowed,
+        } = &mut *phases;
+        for entry in entries.iter_mut() {
+            match entry {
+                Some((existing, total)) if *existing == name => {
+                    *total += duration;
+                    return;
+                }
+                None => {
+                    *entry = Some((name, duration));
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        *overflowed += duration;
+    }
+
+    /// Calls `f` with each phase name and total, in first-seen order; then with `other` if phases overflowed.
+    pub fn for_each_phase(&self, mut f: impl FnMut(&str, Duration)) {
+        let phases = self.inner.phases.lock();
+        for (name, total) in phases.entries.iter().flatten() {
+            f(name, *total);
+        }
+        if phases.overflowed > Duration::ZERO {
+            f("other", phases.overflowed);
+        }
+    }
+
+    /// Counts a cache hit.
+    pub fn record_cache_hit(&self) {
+        self.inner
+            .counters
+            .cache_hits
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a cache miss and the time spent loading the value.
+    pub fn record_cache_miss(&self, load_time: Duration) {
+        self.inner
+            .counters
+            .cache_misses
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .cache_micros
+            .fetch_add(micros(load_time), Ordering::Relaxed);
+    }
+
+    /// Counts a database query and its duration.
+    pub fn record_query(&self, duration: Duration) {
+        self.inner.counters.queries.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .query_micros
+            .fetch_add(micros(duration), Ordering::Relaxed);
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> ContextCounters {
+        let counters = &self.inner.counters;
+        ContextCounters {
+            cache_hits: counters.cache_hits.load(Ordering::Relaxed),
+            cache_misses: counters.cache_misses.load(Ordering::Relaxed),
+            cache_time: Duration::from_micros(counters.cache_micros.load(Ordering::Relaxed)),
+            queries: counters.queries.load(Ordering::Relaxed),
+            query_time: Duration::from_micros(counters.query_micros.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Whether two handles point at the same request.
+    pub fn ptr_eq(&self, other: &RequestContext) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("request_id", &self.inner.request_id)
+            .field("method", &self.inner.method)
+            .field("route", &self.route())
+            .field("elapsed", &self.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Times a named phase of the current request; see [`phase`].
+#[must_use = "the phase is timed until the guard is dropped"]
+#[derive(Debug)]
+pub struct PhaseGuard {
+    context: Option<RequestContext>,
+    name: Cow<'static, str>,
+    start: Instant,
+}
+
+impl PhaseGuard {
+    /// Ends the phase now (same as dropping the guard) and returns its duration.
+    pub fn finish(mut self) -> Duration {
+        self.record()
+    }
+
+    fn record(&mut self) -> Duration {
+        let elapsed = self.start.elapsed();
+        if let Some(context) = self.context.take() {
+            context.add_phase(std::mem::take(&mut self.name), elapsed);
+        }
+        elapsed
+    }
+}
+
+impl Drop for PhaseGuard {
+    fn drop(&mut self) {
+        self.record();
+    }
+}
+
+/// Times a named phase of the current request until the guard drops; shows in `Server-Timing` and slow-request
+/// records. Does nothing outside a request.
+///
+/// ```
+/// fn price_quotation() -> u64 {
+///     let _phase = perfscope::phase("pricing");
+///     42 // ... the work being timed
+/// }
+/// # assert_eq!(price_quotation(), 42);
+/// ```
+pub fn phase(name: impl Into<Cow<'static, str>>) -> PhaseGuard {
+    match RequestContext::current() {
+        Some(context) => context.phase(name),
+        None => PhaseGuard {
+            context: None,
+            name: Cow::Borrowed(""),
+            start: Instant::now(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> RequestContext {
+        RequestContext::new(RequestId::generate(0), MethodLabel::Get, Instant::now(), 0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn phases_add_up_and_overflow_into_other() {
+        let ctx = context();
+        ctx.clone()
+            .scope(async {
+                for _ in 0..2 {
+                    let _db = phase("db");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+        for i in 0..MAX_PHASES + 2 {
+            ctx.add_phase(format!("p{i}"), Duration::from_millis(1));
+        }
+        let mut seen = Vec::new();
+        ctx.for_each_phase(|name, total| seen.push((name.to_owned(), total)));
+        assert_eq!(seen[0], ("db".to_owned(), Duration::from_millis(10)));
+        assert_eq!(seen.len(), MAX_PHASES + 1);
+        assert_eq!(
+            seen.last().unwrap(),
+            &("other".to_owned(), Duration::from_millis(3))
+        );
+    }
+
+    #[test]
+    fn phase_outside_a_request_is_inert() {
+        let guard = phase("nothing");
+        assert!(guard.context.is_none());
+    }
+
+    #[test]
+    fn counters_accumulate() {
+        let ctx = context();
+        ctx.record_cache_hit();
+        ctx.record_cache_miss(Duration::from_millis(2));
+        ctx.record_query(Duration::from_millis(3));
+        ctx.record_query(Duration::from_millis(4));
+        let counters = ctx.counters();
+        assert_eq!(
+            (counters.cache_hits, counters.cache_misses, counters.queries),
+            (1, 1, 2)
+        );
+        assert_eq!(counters.query_time, Duration::from_millis(7));
+    }
+}

@@ -1,0 +1,913 @@
+//! Prometheus text exposition (format 0.0.4) of a [`Snapshot`].
+//!
+//! [`render`] turns a snapshot into the body of a `/metrics` response. Serve it with the content type
+//! `text/plain; version=0.0.4; charset=utf-8`.
+//!
+//! # Names
+//!
+//! Metric and label names follow the OpenTelemetry HTTP semantic conventions, converted the Prometheus way
+//! (dots become underscores, the unit becomes a suffix): `http.server.request.duration` in seconds is
+//! `http_server_request_duration_seconds`, `http.request.method` is `http_request_method`, `http.route` is
+//! `http_route`. Metrics that have no semantic convention carry the `perfscope_` prefix. `docs/schema.md`
+//! lists every family with its type and labels.
+//!
+//! # Label values
+//!
+//! Per-route series carry `http_request_method` (one of the nine standard methods or `_OTHER`) and
+//! `http_route` (the route template, `<unmatched>` or `<overflow>`; never the raw request path). Request
+//! IDs, user IDs and phase names never appear in the output. Every label value is escaped as the format
+//! requires (`\` as `\\`, `"` as `\"`, line feed as `\n`), so no route template, however odd, can end a
+//! line, close a label or inject a series.
+//!
+//! # Shape
+//!
+//! Each family's `# HELP` and `# TYPE` lines appear exactly once, also when there are no routes, and all
+//! samples of a family follow them without interruption. Samples carry no timestamps: Prometheus stamps them
+//! at scrape time.
+
+use std::fmt::{self, Write};
+
+use crate::snapshot::{Percentiles, RouteStats, Snapshot};
+
+const DURATION: &str = "http_server_request_duration_seconds";
+const ACTIVE: &str = "http_server_active_requests";
+const RESPONSES: &str = "perfscope_http_server_responses_total";
+const OUTCOMES: &str = "perfscope_http_server_outcomes_total";
+const TIME_TO_HEADERS: &str = "perfscope_http_server_time_to_headers_seconds";
+const STREAM_DURATION: &str = "perfscope_http_server_stream_duration_seconds";
+const IN_FLIGHT: &str = "perfscope_http_server_in_flight_requests";
+const PEAK_IN_FLIGHT: &str = "perfscope_http_server_peak_in_flight_requests";
+const REQUESTS: &str = "perfscope_http_server_requests_total";
+const ROUTE_OVERFLOW: &str = "perfscope_route_overflow_requests_total";
+const IDS_REJECTED: &str = "perfscope_request_ids_rejected_total";
+const SLOW_SUPPRESSED: &str = "perfscope_slow_requests_suppressed_warnings_total";
+const HUNG: &str = "perfscope_hung_requests";
+const UPTIME: &str = "perfscope_uptime_seconds";
+
+/// Summary quantile label values with the matching figures of `p`, in seconds.
+fn quantiles(p: &Percentiles) -> [(&'static str, f64); 5] {
+    [
+        ("0.5", ms_to_secs(p.p50_ms)),
+        ("0.9", ms_to_secs(p.p90_ms)),
+        ("0.95", ms_to_secs(p.p95_ms)),
+        ("0.99", ms_to_secs(p.p99_ms)),
+        ("0.999", ms_to_secs(p.p999_ms)),
+    ]
+}
+
+/// Milliseconds to seconds, rounded to whole microseconds (the resolution perfscope records at), so that
+/// 13.8 ms is written `0.0138` rather than `0.013800000000000002`.
+fn ms_to_secs(ms: f64) -> f64 {
+    (ms * 1_000.0).round() / 1_000_000.0
+}
+
+/// Renders `snapshot` in the Prometheus text exposition format, version 0.0.4.
+///
+/// The output lists, in this order: the request-duration histogram, the active-requests gauge, the response
+/// and outcome counters, the time-to-headers and stream-duration summaries (only for routes that recorded
+/// any), then the process-wide gauges and counters. `docs/schema.md` documents every family.
+///
+/// ```
+/// # #[cfg(feature = "monitor")] {
+/// let perf = perfscope::Perfscope::builder().build().unwrap();
+/// let text = perfscope::export::prometheus(&perf.snapshot());
+/// assert!(text.contains("# TYPE http_server_request_duration_seconds histogram\n"));
+/// # }
+/// ```
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::with_capacity(estimated_len(snapshot));
+    // `fmt::Write for String` never returns an error, so there is nothing to handle here.
+    let _ = write_snapshot(&mut out, snapshot);
+    out
+}
+
+/// A rough upper estimate of the output size, so the buffer grows at most a couple of times.
+fn estimated_len(snapshot: &Snapshot) -> usize {
+    let per_route: usize = snapshot
+        .routes
+        .iter()
+        .map(|r| {
+            let lines = r.buckets.len() + r.statuses.len() + 30;
+            lines * (110 + r.method.len() + r.route.len())
+        })
+        .sum();
+    4096 + per_route
+}
+
+fn write_snapshot(out: &mut String, snapshot: &Snapshot) -> fmt::Result {
+    let routes = &snapshot.routes;
+
+    header(
+        out,
+        DURATION,
+        "histogram",
+        "Duration of HTTP server requests, from the call to the end of the response body \
+         (streamed responses excluded).",
+    )?;
+    for route in routes {
+        write_histogram(out, route)?;
+    }
+
+    header(
+        out,
+        ACTIVE,
+        "gauge",
+        "Number of HTTP server requests in flight per route.",
+    )?;
+    for route in routes {
+        series(out, ACTIVE, "", route)?;
+        value(out, route.in_flight)?;
+    }
+
+    header(
+        out,
+        RESPONSES,
+        "counter",
+        "HTTP server responses per status code.",
+    )?;
+    for route in routes {
+        for (status, count) in &route.statuses {
+            series(out, RESPONSES, "", route)?;
+            write!(out, ",http_response_status_code=\"{status}\"")?;
+            value(out, *count)?;
+        }
+    }
+
+    header(
+        out,
+        OUTCOMES,
+        "counter",
+        "Completed HTTP server requests per outcome \
+         (ok, client_error, server_error, cancelled, aborted, panic, timeout).",
+    )?;
+    for route in routes {
+        let o = &route.outcomes;
+        for (outcome, count) in [
+            ("ok", o.ok),
+            ("client_error", o.client_error),
+            ("server_error", o.server_error),
+            ("cancelled", o.cancelled),
+            ("aborted", o.aborted),
+            ("panic", o.panic),
+            ("timeout", o.timeout),
+        ] {
+            series(out, OUTCOMES, "", route)?;
+            write!(out, ",outcome=\"{outcome}\"")?;
+            value(out, count)?;
+        }
+    }
+
+    header(
+        out,
+        TIME_TO_HEADERS,
+        "summary",
+        "Time from the call to the response headers; _sum is approximate (mean times count).",
+    )?;
+    for route in routes {
+        write_summary(out, TIME_TO_HEADERS, route, &route.time_to_headers)?;
+    }
+
+    header(
+        out,
+        STREAM_DURATION,
+        "summary",
+        "Lifetime of streamed responses (event streams, upgrades); _sum is approximate (mean times count).",
+    )?;
+    for route in routes {
+        write_summary(out, STREAM_DURATION, route, &route.streams)?;
+    }
+
+    global(
+        out,
+        IN_FLIGHT,
+        "gauge",
+        "HTTP server requests in flight across all routes.",
+        snapshot.in_flight,
+    )?;
+    global(
+        out,
+        PEAK_IN_FLIGHT,
+        "gauge",
+        "Highest number of HTTP server requests in flight at once since start.",
+        snapshot.peak_in_flight,
+    )?;
+    global(
+        out,
+        REQUESTS,
+        "counter",
+        "HTTP server requests seen, including excluded routes.",
+        snapshot.requests_total,
+    )?;
+    global(
+        out,
+        ROUTE_OVERFLOW,
+        "counter",
+        "Requests counted under the <overflow> route because the route limit was reached.",
+        snapshot.overflow.route_overflow_requests,
+    )?;
+    global(
+        out,
+        IDS_REJECTED,
+        "counter",
+        "Inbound request IDs rejected and replaced by a generated one.",
+        snapshot.overflow.request_ids_rejected,
+    )?;
+    global(
+        out,
+        SLOW_SUPPRESSED,
+        "counter",
+        "Slow-request warnings not logged because of the rate limit.",
+        snapshot.overflow.slow_warnings_suppressed,
+    )?;
+    global(
+        out,
+        HUNG,
+        "gauge",
+        "Requests in flight for longer than the hung threshold.",
+        snapshot.hung_requests.len(),
+    )?;
+    global(
+        out,
+        UPTIME,
+        "gauge",
+        "Seconds since perfscope started.",
+        Float(snapshot.uptime_secs),
+    )
+}
+
+/// One histogram series: cumulative buckets, `+Inf`, `_sum` and `_count`.
+fn write_histogram(out: &mut String, route: &RouteStats) -> fmt::Result {
+    // Prometheus needs strictly increasing finite bounds and non-decreasing counts; a bound that breaks the
+    // order (or a `+Inf` bound, which is written below) is skipped and counts are carried forward, so a
+    // malformed snapshot yields a valid, if coarser, histogram instead of one `histogram_quantile` rejects.
+    let mut last_le = f64::NEG_INFINITY;
+    let mut cumulative = 0_u64;
+    for bucket in &route.buckets {
+        if !bucket.le_secs.is_finite() || bucket.le_secs <= last_le {
+            continue;
+        }
+        last_le = bucket.le_secs;
+        cumulative = cumulative.max(bucket.count);
+        series(out, DURATION, "_bucket", route)?;
+        write!(out, ",le=\"{}\"", Float(bucket.le_secs))?;
+        value(out, cumulative)?;
+    }
+    // The histogram holds the latencies of the percentiles (streams excluded), so its count is theirs.
+    let count = route.latency.lifetime.count.max(cumulative);
+    series(out, DURATION, "_bucket", route)?;
+    out.write_str(",le=\"+Inf\"")?;
+    value(out, count)?;
+    series(out, DURATION, "_sum", route)?;
+    value(out, Float(route.sum_secs))?;
+    series(out, DURATION, "_count", route)?;
+    value(out, count)
+}
+
+/// One summary series in seconds, written only when the distribution has samples.
+fn write_summary(out: &mut String, name: &str, route: &RouteStats, p: &Percentiles) -> fmt::Result {
+    if p.count == 0 {
+        return Ok(());
+    }
+    for (quantile, secs) in quantiles(p) {
+        series(out, name, "", route)?;
+        write!(out, ",quantile=\"{quantile}\"")?;
+        value(out, Float(secs))?;
+    }
+    series(out, name, "_sum", route)?;
+    // Approximate: the snapshot keeps the mean, not the exact sum.
+    value(out, Float(ms_to_secs(p.mean_ms * p.count as f64)))?;
+    series(out, name, "_count", route)?;
+    value(out, p.count)
+}
+
+/// `# HELP` and `# TYPE` lines of one family.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) -> fmt::Result {
+    write!(out, "# HELP {name} ")?;
+    escape(out, help, false)?;
+    writeln!(out, "\n# TYPE {name} {kind}")
+}
+
+/// A family with a single unlabelled sample.
+fn global(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    v: impl fmt::Display,
+) -> fmt::Result {
+    header(out, name, kind, help)?;
+    out.write_str(name)?;
+    out.write_char(' ')?;
+    write!(out, "{v}")?;
+    out.write_char('\n')
+}
+
+/// Starts a per-route sample: `name{suffix}{http_request_method="…",http_route="…"`, label set left open.
+fn series(out: &mut String, name: &str, suffix: &str, route: &RouteStats) -> fmt::Result {
+    out.write_str(name)?;
+    out.write_str(suffix)?;
+    out.write_str("{http_request_method=\"")?;
+    escape(out, &route.method, true)?;
+    out.write_str("\",http_route=\"")?;
+    escape(out, &route.route, true)?;
+    out.write_char('"')
+}
+
+/// Closes the label set and writes the value and the line end.
+fn value(out: &mut String, v: impl fmt::Display) -> fmt::Result {
+    writeln!(out, "}} {v}")
+}
+
+/// Writes `s` escaped for a label value (`\`, `"` and line feed) or for HELP text (`\` and line feed).
+///
+/// The special characters are ASCII, so the slices between them always fall on `char` boundaries.
+fn escape(out: &mut String, s: &str, label: bool) -> fmt::Result {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'"' if label => "\\\"",
+            _ => continue,
+        };
+        out.write_str(&s[start..i])?;
+        out.write_str(escaped)?;
+        start = i + 1;
+    }
+    out.write_str(&s[start..])
+}
+
+/// An `f64` as Prometheus parses it: `+Inf`, `-Inf`, `NaN`, or the shortest decimal that round-trips.
+struct Float(f64);
+
+impl fmt::Display for Float {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        if v.is_nan() {
+            f.write_str("NaN")
+        } else if v == f64::INFINITY {
+            f.write_str("+Inf")
+        } else if v == f64::NEG_INFINITY {
+            f.write_str("-Inf")
+        } else {
+            // Rust's `Display` for `f64` never uses exponent notation and round-trips exactly; Go's
+            // `strconv.ParseFloat`, which Prometheus uses, accepts every string it produces.
+            write!(f, "{v}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::snapshot::{Bucket, LatencyWindows, Outcomes, OverflowStats};
+
+    const FAMILIES: usize = 14;
+    const GLOBALS: usize = 8;
+
+    fn percentiles(count: u64, base_ms: f64) -> Percentiles {
+        Percentiles {
+            count,
+            p50_ms: base_ms,
+            p90_ms: base_ms * 2.0,
+            p95_ms: base_ms * 3.0,
+            p99_ms: base_ms * 4.0,
+            p999_ms: base_ms * 5.0,
+            max_ms: base_ms * 6.0,
+            mean_ms: base_ms * 1.5,
+        }
+    }
+
+    fn route(method: &str, template: &str) -> RouteStats {
+        let lifetime = percentiles(10, 12.5);
+        RouteStats {
+            method: method.to_owned(),
+            route: template.to_owned(),
+            count: 11,
+            errors: 2,
+            in_flight: 1,
+            peak_in_flight: 3,
+            p50_ms: lifetime.p50_ms,
+            p90_ms: lifetime.p90_ms,
+            p95_ms: lifetime.p95_ms,
+            p99_ms: lifetime.p99_ms,
+            p999_ms: lifetime.p999_ms,
+            max_ms: lifetime.max_ms,
+            mean_ms: lifetime.mean_ms,
+            latency: LatencyWindows {
+                lifetime,
+                window_1m: percentiles(4, 10.0),
+                window_5m: percentiles(9, 11.0),
+            },
+            time_to_headers: percentiles(11, 2.0),
+            streams: percentiles(1, 60_000.0),
+            statuses: BTreeMap::from([(200, 8), (404, 1), (500, 2)]),
+            outcomes: Outcomes {
+                ok: 8,
+                client_error: 1,
+                server_error: 1,
+                panic: 1,
+                ..Outcomes::default()
+            },
+            buckets: vec![
+                Bucket {
+                    le_secs: 0.005,
+                    count: 0,
+                },
+                Bucket {
+                    le_secs: 0.01,
+                    count: 2,
+                },
+                Bucket {
+                    le_secs: 0.025,
+                    count: 9,
+                },
+                Bucket {
+                    le_secs: 0.1,
+                    count: 10,
+                },
+            ],
+            sum_secs: 0.1875,
+        }
+    }
+
+    fn snapshot(routes: Vec<RouteStats>) -> Snapshot {
+        Snapshot {
+            taken_at_unix_ms: 1_700_000_000_000,
+            uptime_secs: 12.5,
+            in_flight: 1,
+            peak_in_flight: 3,
+            requests_total: 12,
+            routes,
+            slow_requests: Vec::new(),
+            slow_requests_total: 0,
+            hung_requests: Vec::new(),
+            overflow: OverflowStats {
+                route_overflow_requests: 4,
+                request_ids_rejected: 5,
+                slow_warnings_suppressed: 6,
+                latency_clamped: 0,
+            },
+        }
+    }
+
+    /// Sample lines a route contributes, counted from the snapshot independently of the renderer.
+    fn expected_route_lines(r: &RouteStats) -> usize {
+        let summary = |p: &Percentiles| if p.count > 0 { 5 + 2 } else { 0 };
+        (r.buckets.len() + 3)
+            + 1
+            + r.statuses.len()
+            + 7
+            + summary(&r.time_to_headers)
+            + summary(&r.streams)
+    }
+
+    /// One parsed sample line.
+    #[derive(Debug)]
+    struct Sample {
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    }
+
+    impl Sample {
+        fn label(&self, name: &str) -> Option<&str> {
+            self.labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn is_name_start(c: char) -> bool {
+        c.is_ascii_alphabetic() || c == '_' || c == ':'
+    }
+
+    fn is_name_char(c: char) -> bool {
+        is_name_start(c) || c.is_ascii_digit()
+    }
+
+    /// Reads a metric or label name from the front of `s`.
+    fn take_name(s: &str, label: bool) -> Result<(&str, &str), String> {
+        let end = s
+            .find(|c: char| !is_name_char(c) || (label && c == ':'))
+            .unwrap_or(s.len());
+        let name = &s[..end];
+        match name.chars().next() {
+            Some(c) if is_name_start(c) && !(label && c == ':') => Ok((name, &s[end..])),
+            _ => Err(format!("bad name at {s:?}")),
+        }
+    }
+
+    /// Reads a quoted, escaped label value; returns it unescaped and the rest after the closing quote.
+    fn take_value(s: &str) -> Result<(String, &str), String> {
+        let body = s
+            .strip_prefix('"')
+            .ok_or_else(|| format!("expected '\"' at {s:?}"))?;
+        let mut value = String::new();
+        let mut chars = body.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => return Ok((value, &body[i + 1..])),
+                '\n' => return Err("raw line feed in label value".into()),
+                '\\' => match chars.next() {
+                    Some((_, '\\')) => value.push('\\'),
+                    Some((_, '"')) => value.push('"'),
+                    Some((_, 'n')) => value.push('\n'),
+                    other => return Err(format!("bad escape {other:?}")),
+                },
+                c => value.push(c),
+            }
+        }
+        Err("unterminated label value".into())
+    }
+
+    /// Parses a Prometheus float as Go's `strconv.ParseFloat` would (for the forms we may emit).
+    fn parse_value(s: &str) -> Result<f64, String> {
+        match s {
+            "+Inf" => Ok(f64::INFINITY),
+            "-Inf" => Ok(f64::NEG_INFINITY),
+            "NaN" => Ok(f64::NAN),
+            _ if s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+                && !s.is_empty() =>
+            {
+                s.parse().map_err(|e| format!("bad value {s:?}: {e}"))
+            }
+            _ => Err(format!("bad value {s:?}")),
+        }
+    }
+
+    /// Strict parser for one sample line: `name{label="value",...} value`, no timestamp, no spare spaces.
+    fn parse_sample(line: &str) -> Result<Sample, String> {
+        let (name, mut rest) = take_name(line, false)?;
+        let mut labels: Vec<(String, String)> = Vec::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            rest = r;
+            loop {
+                let (key, r) = take_name(rest, true)?;
+                let r = r
+                    .strip_prefix('=')
+                    .ok_or_else(|| format!("expected '=' at {r:?}"))?;
+                let (val, r) = take_value(r)?;
+                if labels.iter().any(|(k, _)| k == key) {
+                    return Err(format!("duplicate label {key}"));
+                }
+                labels.push((key.to_owned(), val));
+                if let Some(r) = r.strip_prefix(',') {
+                    rest = r;
+                } else if let Some(r) = r.strip_prefix('}') {
+                    rest = r;
+                    break;
+                } else {
+                    return Err(format!("expected ',' or '}}' at {r:?}"));
+                }
+            }
+        }
+        let v = rest
+            .strip_prefix(' ')
+            .ok_or_else(|| format!("expected ' ' at {rest:?}"))?;
+        Ok(Sample {
+            name: name.to_owned(),
+            labels,
+            value: parse_value(v)?,
+        })
+    }
+
+    /// Splits the exposition into lines (on `\n` only, as Prometheus does), checks comments and
+    /// returns the comment count and the parsed samples.
+    fn parse(text: &str) -> Result<(usize, Vec<Sample>), String> {
+        let body = text
+            .strip_suffix('\n')
+            .ok_or("output must end with a line feed")?;
+        let mut comments = 0;
+        let mut samples = Vec::new();
+        for line in body.split('\n') {
+            if let Some(c) = line.strip_prefix("# ") {
+                let ok = c.starts_with("HELP ") || c.starts_with("TYPE ");
+                if !ok {
+                    return Err(format!("unexpected comment {line:?}"));
+                }
+                comments += 1;
+            } else {
+                samples.push(parse_sample(line).map_err(|e| format!("{e} in line {line:?}"))?);
+            }
+        }
+        Ok((comments, samples))
+    }
+
+    fn value_of(samples: &[Sample], name: &str, extra: Option<(&str, &str)>) -> f64 {
+        let found: Vec<_> = samples
+            .iter()
+            .filter(|s| s.name == name && extra.is_none_or(|(k, v)| s.label(k) == Some(v)))
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {extra:?}: {found:?}");
+        found[0].value
+    }
+
+    #[test]
+    fn empty_snapshot_has_every_family_once() {
+        let text = render(&snapshot(Vec::new()));
+        let (comments, samples) = parse(&text).unwrap();
+        assert_eq!(comments, FAMILIES * 2);
+        assert_eq!(samples.len(), GLOBALS);
+        for name in [
+            DURATION,
+            ACTIVE,
+            RESPONSES,
+            OUTCOMES,
+            TIME_TO_HEADERS,
+            STREAM_DURATION,
+            IN_FLIGHT,
+            UPTIME,
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+            assert_eq!(
+                text.matches(&format!("# HELP {name} ")).count(),
+                1,
+                "{name}"
+            );
+        }
+        assert!(text.contains("# TYPE http_server_request_duration_seconds histogram\n"));
+        assert!(text.contains("# TYPE perfscope_http_server_time_to_headers_seconds summary\n"));
+        assert!(text.contains("# TYPE perfscope_http_server_requests_total counter\n"));
+    }
+
+    #[test]
+    fn renders_exact_lines_for_one_route() {
+        let text = render(&snapshot(vec![route("GET", "/api/products/{id}")]));
+        let l = r#"http_request_method="GET",http_route="/api/products/{id}""#;
+        for expected in [
+            format!("http_server_request_duration_seconds_bucket{{{l},le=\"0.005\"}} 0\n"),
+            format!("http_server_request_duration_seconds_bucket{{{l},le=\"0.01\"}} 2\n"),
+            format!("http_server_request_duration_seconds_bucket{{{l},le=\"0.1\"}} 10\n"),
+            format!("http_server_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} 10\n"),
+            format!("http_server_request_duration_seconds_sum{{{l}}} 0.1875\n"),
+            format!("http_server_request_duration_seconds_count{{{l}}} 10\n"),
+            format!("http_server_active_requests{{{l}}} 1\n"),
+            format!(
+                "perfscope_http_server_responses_total{{{l},http_response_status_code=\"404\"}} 1\n"
+            ),
+            format!("perfscope_http_server_outcomes_total{{{l},outcome=\"panic\"}} 1\n"),
+            format!("perfscope_http_server_outcomes_total{{{l},outcome=\"timeout\"}} 0\n"),
+            format!(
+                "perfscope_http_server_time_to_headers_seconds{{{l},quantile=\"0.5\"}} 0.002\n"
+            ),
+            format!(
+                "perfscope_http_server_time_to_headers_seconds{{{l},quantile=\"0.999\"}} 0.01\n"
+            ),
+            format!("perfscope_http_server_time_to_headers_seconds_sum{{{l}}} 0.033\n"),
+            format!("perfscope_http_server_time_to_headers_seconds_count{{{l}}} 11\n"),
+            format!("perfscope_http_server_stream_duration_seconds{{{l},quantile=\"0.5\"}} 60\n"),
+            format!("perfscope_http_server_stream_duration_seconds_count{{{l}}} 1\n"),
+            "perfscope_http_server_in_flight_requests 1\n".to_owned(),
+            "perfscope_http_server_peak_in_flight_requests 3\n".to_owned(),
+            "perfscope_http_server_requests_total 12\n".to_owned(),
+            "perfscope_route_overflow_requests_total 4\n".to_owned(),
+            "perfscope_request_ids_rejected_total 5\n".to_owned(),
+            "perfscope_slow_requests_suppressed_warnings_total 6\n".to_owned(),
+            "perfscope_hung_requests 0\n".to_owned(),
+            "perfscope_uptime_seconds 12.5\n".to_owned(),
+        ] {
+            assert!(text.contains(&expected), "missing {expected:?} in\n{text}");
+        }
+        let (comments, samples) = parse(&text).unwrap();
+        assert_eq!(comments, FAMILIES * 2);
+        assert_eq!(
+            samples.len(),
+            GLOBALS + expected_route_lines(&route("GET", "/"))
+        );
+    }
+
+    #[test]
+    fn families_are_contiguous() {
+        let text = render(&snapshot(vec![route("GET", "/a"), route("POST", "/b")]));
+        let (_, samples) = parse(&text).unwrap();
+        let family = |name: &str| {
+            [DURATION, TIME_TO_HEADERS, STREAM_DURATION]
+                .into_iter()
+                .find(|f| name.starts_with(f))
+                .unwrap_or(name)
+                .to_owned()
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for s in &samples {
+            let f = family(&s.name);
+            if seen.last() != Some(&f) {
+                assert!(!seen.contains(&f), "family {f} is split");
+                seen.push(f);
+            }
+        }
+    }
+
+    #[test]
+    fn summaries_only_for_routes_with_samples() {
+        let mut quiet = route("GET", "/quiet");
+        quiet.time_to_headers = Percentiles::default();
+        quiet.streams = Percentiles::default();
+        let text = render(&snapshot(vec![quiet.clone()]));
+        assert!(!text.contains("perfscope_http_server_time_to_headers_seconds{"));
+        assert!(!text.contains("perfscope_http_server_stream_duration_seconds_count{"));
+        let (_, samples) = parse(&text).unwrap();
+        assert_eq!(samples.len(), GLOBALS + expected_route_lines(&quiet));
+    }
+
+    #[test]
+    fn histogram_stays_valid_on_malformed_buckets() {
+        let mut r = route("GET", "/h");
+        r.buckets = vec![
+            Bucket {
+                le_secs: 0.01,
+                count: 5,
+            },
+            Bucket {
+                le_secs: f64::NAN,
+                count: 6,
+            },
+            Bucket {
+                le_secs: 0.005,
+                count: 1,
+            },
+            Bucket {
+                le_secs: 0.02,
+                count: 3,
+            },
+            Bucket {
+                le_secs: f64::INFINITY,
+                count: 7,
+            },
+        ];
+        r.latency.lifetime.count = 4;
+        let text = render(&snapshot(vec![r]));
+        let (_, samples) = parse(&text).unwrap();
+        let buckets: Vec<(String, f64)> = samples
+            .iter()
+            .filter(|s| s.name == "http_server_request_duration_seconds_bucket")
+            .map(|s| (s.label("le").unwrap().to_owned(), s.value))
+            .collect();
+        let expected = [("0.01", 5.0), ("0.02", 5.0), ("+Inf", 5.0)];
+        let expected: Vec<(String, f64)> = expected
+            .iter()
+            .map(|(l, v)| ((*l).to_owned(), *v))
+            .collect();
+        assert_eq!(buckets, expected);
+        assert_eq!(
+            value_of(&samples, "http_server_request_duration_seconds_count", None),
+            5.0
+        );
+    }
+
+    #[test]
+    fn floats_parse_in_prometheus() {
+        for (v, s) in [
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::NAN, "NaN"),
+            (0.0, "0"),
+            (1.0, "1"),
+            (0.005, "0.005"),
+            (1e-7, "0.0000001"),
+            (2.5e20, "250000000000000000000"),
+        ] {
+            assert_eq!(Float(v).to_string(), s);
+        }
+        for v in [f64::MIN_POSITIVE, 5e-324, f64::MAX, 1.0 / 3.0, -0.25] {
+            assert_eq!(parse_value(&Float(v).to_string()).unwrap(), v);
+        }
+        let mut s = snapshot(Vec::new());
+        s.uptime_secs = f64::NAN;
+        assert!(render(&s).contains("perfscope_uptime_seconds NaN\n"));
+    }
+
+    #[test]
+    fn milliseconds_become_clean_seconds() {
+        assert_eq!(Float(ms_to_secs(13.8)).to_string(), "0.0138");
+        assert_eq!(Float(ms_to_secs(37.9)).to_string(), "0.0379");
+        assert_eq!(Float(ms_to_secs(0.0004)).to_string(), "0");
+        assert_eq!(Float(ms_to_secs(45_021.0)).to_string(), "45.021");
+        assert_eq!(Float(ms_to_secs(f64::INFINITY)).to_string(), "+Inf");
+        assert!(ms_to_secs(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn hostile_label_values_are_escaped() {
+        let text = render(&snapshot(vec![route("G\"E\\T", "/a\"b\\c\nd}\r#{x} 1")]));
+        assert!(text.contains(r#"{http_request_method="G\"E\\T",http_route="/a\"b\\c\nd}"#));
+        let (comments, samples) = parse(&text).unwrap();
+        assert_eq!(comments, FAMILIES * 2);
+        assert_eq!(
+            samples.len(),
+            GLOBALS + expected_route_lines(&route("", ""))
+        );
+        let s = samples.iter().find(|s| s.name == ACTIVE).unwrap();
+        assert_eq!(s.label("http_route"), Some("/a\"b\\c\nd}\r#{x} 1"));
+        assert_eq!(s.label("http_request_method"), Some("G\"E\\T"));
+    }
+
+    #[test]
+    fn help_text_is_escaped() {
+        let mut out = String::new();
+        header(&mut out, "m", "gauge", "a\\b\nc \"q\"").unwrap();
+        assert_eq!(out, "# HELP m a\\\\b\\nc \"q\"\n# TYPE m gauge\n");
+    }
+
+    #[test]
+    fn counts_match_snapshot() {
+        let text = render(&snapshot(vec![route("GET", "/x")]));
+        let (_, samples) = parse(&text).unwrap();
+        let total: f64 = samples
+            .iter()
+            .filter(|s| s.name == OUTCOMES)
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(total, 11.0);
+        let responses: f64 = samples
+            .iter()
+            .filter(|s| s.name == RESPONSES)
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(responses, 11.0);
+        assert_eq!(
+            value_of(
+                &samples,
+                RESPONSES,
+                Some(("http_response_status_code", "500"))
+            ),
+            2.0
+        );
+        assert_eq!(
+            value_of(&samples, OUTCOMES, Some(("outcome", "client_error"))),
+            1.0
+        );
+    }
+
+    /// Strings built from the characters that break naive exporters, plus arbitrary Unicode.
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[\"\\\\\n\r#{}=, a/😀\u{0}\u{7f}\u{2028}]{0,24}",
+            any::<String>(),
+            Just(String::new()),
+            Just("\\".to_owned()),
+            Just("\\n".to_owned()),
+            Just("\"} 1\nevil_metric 1\n# ".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn arbitrary_labels_cannot_inject_lines(
+            routes in prop::collection::vec((hostile(), hostile(), 0_u64..3, 0_u64..3), 0..4),
+        ) {
+            let routes: Vec<RouteStats> = routes
+                .iter()
+                .map(|(method, template, ttfh, streams)| {
+                    let mut r = route(method, template);
+                    r.time_to_headers.count = *ttfh;
+                    r.streams.count = *streams;
+                    r
+                })
+                .collect();
+            let expected: usize = GLOBALS + routes.iter().map(expected_route_lines).sum::<usize>();
+            let text = render(&snapshot(routes.clone()));
+
+            let (comments, samples) = parse(&text).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(comments, FAMILIES * 2);
+            prop_assert_eq!(samples.len(), expected);
+            prop_assert_eq!(text.matches('\n').count(), FAMILIES * 2 + expected);
+
+            // Every per-route sample gives back the original method and route, in snapshot order.
+            let active: Vec<&Sample> = samples.iter().filter(|s| s.name == ACTIVE).collect();
+            prop_assert_eq!(active.len(), routes.len());
+            for (s, r) in active.iter().zip(&routes) {
+                prop_assert_eq!(s.label("http_request_method"), Some(r.method.as_str()));
+                prop_assert_eq!(s.label("http_route"), Some(r.route.as_str()));
+            }
+            for s in &samples {
+                let Some(route) = s.label("http_route") else { continue };
+                prop_assert!(routes.iter().any(|r| r.route == route), "unknown route {:?}", route);
+            }
+        }
+
+        #[test]
+        fn escape_round_trips(s in hostile()) {
+            let mut out = String::from("\"");
+            escape(&mut out, &s, true).unwrap();
+            out.push('"');
+            prop_assert!(!out.contains('\n'));
+            let (back, rest) = take_value(&out).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(back, s);
+            prop_assert_eq!(rest, "");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! perfscope shows where a web back end's time goes: per-route latency percentiles, status and outcome counts,
+//! in-flight, slow and hung requests, request IDs and timing headers, all as tower layers for axum.
+//!
+//! Everything hangs off one [`Perfscope`] handle: no global state, so two handles (two test cases, two servers
+//! in one process) never see each other's data.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let perf = perfscope::Perfscope::builder()
+//!     .timing_headers(perfscope::HeaderPolicy::Always)
+//!     .build()?;
+//! let app: Router = Router::new()
+//!     .route("/api/products/{id}", get(|| async { "{}" }))
+//!     .layer(perf.layer())
+//!     .nest("/admin/perf", perf.admin_router(perfscope::AdminAuth::token("a-long-secret-token")?));
+//!
+//! let request = http::Request::get("/api/products/7").body(axum::body::Body::empty())?;
+//! let response = app.oneshot(request).await?;
+//! assert!(response.headers().contains_key("x-request-id"));
+//! assert!(response.headers().contains_key("x-response-time"));
+//! let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?; // the request ends with its body
+//! # drop(body);
+//!
+//! let snapshot = perf.snapshot();
+//! let route = &snapshot.routes[0];
+//! assert_eq!((route.method.as_str(), route.route.as_str(), route.count), ("GET", "/api/products/{id}", 1));
+//! println!("p95 {} ms", route.p95_ms);
+//! # Ok(()) }
+//! ```
+//!
+//! # Reading the request context
+//! Each request gets a [`RequestContext`]: its ID, route, phases and counters. A handler can take it as an
+//! `Extension<RequestContext>`; code the handler calls reaches it with [`RequestContext::current`], and times
+//! work with [`phase`], which shows in `Server-Timing`.
+//!
+//! # Ordering with other layers
+//! ```
+//! use axum::{Router, routing::get};
+//! use std::time::Duration;
+//!
+//! let perf = perfscope::Perfscope::builder().build().expect("valid configuration");
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "ok" }))
+//!     // inner layers first: panics become 500s that the monitor then sees and counts as `panic`
+//!     .layer(tower_http::catch_panic::CatchPanicLayer::new())
+//!     // perfscope last, so it is outermost and sets X-Request-Id on every response
+//!     .layer(perf.layer())
+//!     // admin routes after the layer: not measured
+//!     .nest("/admin/perf", perf.admin_router(perfscope::AdminAuth::loopback_only()));
+//! # drop(app);
+//! ```
+//!
+//! # Features
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `monitor` | yes | the request-lifecycle monitor ([`MonitorLayer`]) |
+//! | `axum` | yes | route templates from axum's `MatchedPath`, and [`Perfscope::admin_router`] |
+//! | `json` | yes | JSON export ([`export::json`]) and the admin `/stats` endpoint |
+//! | `full` | no | everything |
+
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+use std::sync::Arc;
+
+#[cfg(feature = "axum")]
+mod admin;
+mod builder;
+mod context;
+mod context_layer;
+mod error;
+pub mod export;
+#[cfg(feature = "monitor")]
+pub mod monitor;
+#[cfg(feature = "monitor")]
+mod panic_hook;
+mod request_id;
+pub mod route;
+mod snapshot;
+
+#[cfg(feature = "axum")]
+pub use admin::AdminAuth;
+pub use builder::PerfscopeBuilder;
+pub use context::{ContextCounters, MAX_PHASES, PhaseGuard, RequestContext, phase};
+pub use context_layer::{ContextLayer, REQUEST_SPAN_TARGET};
+pub use error::BuildError;
+#[cfg(feature = "monitor")]
+pub use monitor::{HeaderPolicy, MonitorLayer, Outcome};
+pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, is_valid_request_id};
+pub use route::MethodLabel;
+pub use snapshot::{
+    Bucket, HungRequest, LatencyWindows, OverflowStats, Percentiles, PhaseTiming, RouteStats,
+    SlowRequest, Snapshot,
+};
+
+/// The handle of one perfscope instance: cheap to clone, everything it measures lives inside it.
+#[derive(Debug, Clone)]
+pub struct Perfscope {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    #[cfg(feature = "monitor")]
+    monitor: Arc<monitor::state::MonitorState>,
+}
+
+impl Perfscope {
+    /// A builder with the default settings.
+    pub fn builder() -> PerfscopeBuilder {
+        PerfscopeBuilder::default()
+    }
+
+    pub(crate) fn from_parts(
+        #[cfg(feature = "monitor")] monitor: monitor::config::MonitorConfig,
+    ) -> Self {
+        #[cfg(feature = "monitor")]
+        if monitor.detect_panics {
+            panic_hook::install();
+        }
+        Perfscope {
+            inner: Arc::new(Shared {
+                #[cfg(feature = "monitor")]
+                monitor: Arc::new(monitor::state::MonitorState::new(monitor)),
+            }),
+        }
+    }
+
+    /// The tower layer that measures requests; add it with `Router::layer` after the routes.
+    #[cfg(feature = "monitor")]
+    pub fn layer(&self) -> MonitorLayer {
+        MonitorLayer::new(self.inner.monitor.clone())
+    }
+
+    /// Everything measured so far. Percentiles are computed here, not on the request path.
+    pub fn snapshot(&self) -> Snapshot {
+        #[cfg(feature = "monitor")]
+        {
+            let view = self.inner.monitor.view(tokio::time::Instant::now());
+            Snapshot {
+                taken_at_unix_ms: view.now_unix_ms,
+                uptime_secs: view.uptime.as_secs_f64(),
+                in_flight: view.in_flight,
+                peak_in_flight: view.peak_in_flight,
+                requests_total: view.requests_total,
+                routes: view.routes,
+                slow_requests: view.slow_requests,
+                slow_requests_total: view.slow_requests_total,
+                hung_requests: view.hung_requests,
+                overflow: view.overflow,
+            }
+        }
+        #[cfg(not(feature = "monitor"))]
+        {
+            Snapshot {
+                taken_at_unix_ms: 0,
+                uptime_secs: 0.0,
+                in_flight: 0,
+                peak_in_flight: 0,
+                requests_total: 0,
+                routes: Vec::new(),
+                slow_requests: Vec::new(),
+                slow_requests_total: 0,
+                hung_requests: Vec::new(),
+                overflow: OverflowStats::default(),
+            }
+        }
+    }
+
+    /// The snapshot in the Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        export::prometheus(&self.snapshot())
+    }
+
+    /// The snapshot as JSON.
+    #[cfg(feature = "json")]
+    pub fn json(&self) -> String {
+        export::json(&self.snapshot())
+    }
+}

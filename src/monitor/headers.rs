@@ -1,0 +1,165 @@
+//! Building the `X-Response-Time` and `Server-Timing` values without allocating or panicking.
+//!
+//! Values are written into a fixed stack buffer; what does not fit is left out. Phase names are reduced to
+//! `A-Za-z0-9_.-` (a `Server-Timing` metric name is an HTTP token), so no name can break the header.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+
+/// A fixed-capacity byte buffer for one header value.
+#[derive(Debug)]
+pub(crate) struct ValueBuf<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> ValueBuf<N> {
+    pub(crate) fn new() -> Self {
+        ValueBuf {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, byte: u8) -> bool {
+        match self.bytes.get_mut(self.len) {
+            Some(slot) => {
+                *slot = byte;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) -> bool {
+        bytes.iter().all(|&b| self.push(b))
+    }
+
+    fn push_u64(&mut self, mut value: u64) -> bool {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        self.push_bytes(&digits[start..])
+    }
+
+    /// Milliseconds with three decimals, e.g. `12.345`.
+    pub(crate) fn push_millis(&mut self, duration: Duration) -> bool {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let fraction = micros % 1_000;
+        self.push_u64(micros / 1_000)
+            && self.push(b'.')
+            && self.push(b'0' + (fraction / 100) as u8)
+            && self.push(b'0' + (fraction / 10 % 10) as u8)
+            && self.push(b'0' + (fraction % 10) as u8)
+    }
+
+    /// Appends `, name;dur=12.345`, or `name;dur=…` when empty; rolls back when it does not fit.
+    pub(crate) fn push_timing(&mut self, name: &str, duration: Duration) -> bool {
+        let mark = self.len;
+        let ok = (mark == 0 || self.push_bytes(b", "))
+            && push_token(self, name)
+            && self.push_bytes(b";dur=")
+            && self.push_millis(duration);
+        if !ok {
+            self.len = mark;
+        }
+        ok
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn to_header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(self.as_bytes()).ok()
+    }
+}
+
+/// Longest phase name kept in `Server-Timing`.
+const MAX_NAME: usize = 32;
+
+fn push_token<const N: usize>(buf: &mut ValueBuf<N>, name: &str) -> bool {
+    let mut pushed = 0;
+    for byte in name.bytes().take(MAX_NAME) {
+        let byte = if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.') {
+            byte
+        } else {
+            b'_'
+        };
+        if !buf.push(byte) {
+            return false;
+        }
+        pushed += 1;
+    }
+    pushed > 0 || buf.push(b'_')
+}
+
+/// `X-Response-Time` value: `12.345ms`.
+pub(crate) fn response_time(duration: Duration) -> Option<HeaderValue> {
+    let mut buf = ValueBuf::<32>::new();
+    (buf.push_millis(duration) && buf.push_bytes(b"ms"))
+        .then(|| buf.to_header_value())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn response_time_has_three_decimals() {
+        assert_eq!(
+            response_time(Duration::from_micros(12_345)).unwrap(),
+            "12.345ms"
+        );
+        assert_eq!(response_time(Duration::from_micros(7)).unwrap(), "0.007ms");
+        assert!(
+            response_time(Duration::MAX)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .len()
+                > 10
+        );
+    }
+
+    #[test]
+    fn server_timing_entries_are_joined() {
+        let mut buf = ValueBuf::<64>::new();
+        assert!(buf.push_timing("total", Duration::from_micros(1_500)));
+        assert!(buf.push_timing("db query", Duration::from_micros(250)));
+        assert_eq!(buf.as_bytes(), b"total;dur=1.500, db_query;dur=0.250");
+        // Does not fit: rolled back, earlier entries kept.
+        assert!(!buf.push_timing("a-very-long-phase-name-that-fills", Duration::from_secs(1)));
+        assert_eq!(buf.as_bytes(), b"total;dur=1.500, db_query;dur=0.250");
+    }
+
+    proptest! {
+        #[test]
+        fn any_phase_name_and_duration_gives_a_valid_header(
+            names in proptest::collection::vec(any::<String>(), 0..20),
+            micros in proptest::collection::vec(any::<u64>(), 20),
+        ) {
+            let mut buf = ValueBuf::<256>::new();
+            for (name, micros) in names.iter().zip(micros) {
+                buf.push_timing(name, Duration::from_micros(micros));
+            }
+            prop_assert!(buf.is_empty() || buf.to_header_value().is_some());
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! [`MonitorLayer`] and the [`Monitor`] service it builds.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument;
+
+use crate::context::RequestContext;
+use crate::context_layer::{REQUEST_SPAN_TARGET, with_handoff};
+use crate::monitor::body::ResponseBody;
+use crate::monitor::future::ResponseFuture;
+use crate::monitor::state::MonitorState;
+use crate::monitor::tracker::Tracker;
+use crate::request_id::RequestId;
+use crate::route::MethodLabel;
+
+/// A tower layer that measures every request passing through it; built by
+/// [`Perfscope::layer`](crate::Perfscope::layer).
+///
+/// Cloning is cheap (one `Arc`): `Router::layer` clones it once per route.
+#[derive(Debug, Clone)]
+pub struct MonitorLayer {
+    state: Arc<MonitorState>,
+}
+
+impl MonitorLayer {
+    pub(crate) fn new(state: Arc<MonitorState>) -> Self {
+        MonitorLayer { state }
+    }
+}
+
+impl<S> Layer<S> for MonitorLayer {
+    type Service = Monitor<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Monitor {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The service of [`MonitorLayer`].
+#[derive(Debug, Clone)]
+pub struct Monitor<S> {
+    inner: S,
+    state: Arc<MonitorState>,
+}
+
+/// The route template of a request, from axum's `MatchedPath` when the `axum` feature is on.
+fn matched_path<B>(request: &Request<B>) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    {
+        request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|path| path.as_str())
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = request;
+        None
+    }
+}
+
+impl<S> Monitor<S> {
+    /// Resolves the route of `request` on `context` if it is known here and not yet set.
+    fn resolve_route<B>(&self, request: &Request<B>, context: &RequestContext, now: Instant) {
+        if context.route_entry().is_some() {
+            return;
+        }
+        if let Some(template) = matched_path(request) {
+            match self
+                .state
+                .registry
+                .route(context.method(), template, self.state.slot(now))
+            {
+                Some(entry) => {
+                    entry.started();
+                    context.set_route_entry(entry);
+                }
+                None => context.exclude_from_stats(),
+            }
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Monitor<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // An outer perfscope layer already made the context: only fill in the route if we see it.
+        if let Some(context) = request.extensions().get::<RequestContext>().cloned() {
+            self.resolve_route(&request, &context, Instant::now());
+            let inner = context
+                .scope(self.inner.call(request))
+                .instrument(tracing::Span::none());
+            return ResponseFuture::new(inner, None);
+        }
+
+        let start = Instant::now();
+        let state = &self.state;
+        let config = &state.config;
+        let method = MethodLabel::of(request.method());
+        let unix_ms = state.unix_ms(start);
+        let inbound = if config.trust_request_id {
+            RequestId::from_headers(request.headers(), &config.request_id_header)
+        } else {
+            None
+        };
+        if inbound.is_none() && request.headers().contains_key(&config.request_id_header) {
+            state
+                .request_ids_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let request_id = inbound.unwrap_or_else(|| RequestId::generate(unix_ms));
+        let context = RequestContext::new(request_id, method, start, unix_ms);
+        self.resolve_route(&request, &context, start);
+
+        let mut timing_headers = config.header_policy.allows_without_head();
+        let mut request = if config.header_policy.needs_head() || config.user_id.is_some() {
+            let (parts, body) = request.into_parts();
+            if config.header_policy.needs_head() {
+                timing_headers = config.header_policy.allows(&parts);
+            }
+            if let Some(user_id) = config.user_id.as_ref().and_then(|hook| hook(&parts)) {
+                context.set_user_id(user_id);
+            }
+            Request::from_parts(parts, body)
+        } else {
+            request
+        };
+        request.extensions_mut().insert(context.clone());
+
+        let tracker = Tracker::new(state.clone(), context.clone(), timing_headers);
+        let span = with_handoff(&context, || {
+            tracing::info_span!(
+                target: REQUEST_SPAN_TARGET,
+                "request",
+                request_id = %context.request_id(),
+                method = method.as_str(),
+            )
+        });
+        let inner = context.scope(self.inner.call(request)).instrument(span);
+        ResponseFuture::new(inner, Some(tracker))
+    }
+}

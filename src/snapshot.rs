@@ -1,0 +1,207 @@
+//! The typed, serializable picture of everything perfscope has measured.
+//!
+//! [`Perfscope::snapshot`](crate::Perfscope::snapshot) builds a [`Snapshot`] at read time: percentiles are computed
+//! then, never on the request path. The JSON export is this struct serialized with serde; the Prometheus export
+//! renders the same struct. `docs/schema.md` documents every field.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Everything perfscope knows at one instant.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Wall-clock time the snapshot was taken, in milliseconds since the Unix epoch.
+    pub taken_at_unix_ms: u64,
+    /// Seconds since the [`Perfscope`](crate::Perfscope) handle was built.
+    pub uptime_secs: f64,
+    /// Requests in flight across all routes when the snapshot was taken.
+    pub in_flight: u64,
+    /// The highest number of requests in flight at once since the handle was built.
+    pub peak_in_flight: u64,
+    /// Requests seen in total, including excluded routes.
+    pub requests_total: u64,
+    /// One entry per (method, route template), sorted by method then route.
+    pub routes: Vec<RouteStats>,
+    /// Slow requests seen in total (the ring below keeps only the most recent).
+    pub slow_requests_total: u64,
+    /// The most recent slow requests, newest first (bounded ring buffer).
+    pub slow_requests: Vec<SlowRequest>,
+    /// Requests in flight for longer than the hung threshold, oldest first.
+    pub hung_requests: Vec<HungRequest>,
+    /// What the cardinality guards turned away.
+    pub overflow: OverflowStats,
+}
+
+/// Latency, status and outcome statistics of one (method, route template).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct RouteStats {
+    /// HTTP method label: one of the nine standard methods or `_OTHER`.
+    pub method: String,
+    /// Route template such as `/api/products/{id}`, or `<unmatched>` / `<overflow>`.
+    pub route: String,
+    /// Completed requests (every outcome, streams included).
+    pub count: u64,
+    /// Completed requests whose outcome was not `ok` or `client_error`.
+    pub errors: u64,
+    /// Requests on this route in flight now.
+    pub in_flight: u64,
+    /// The highest number in flight at once on this route.
+    pub peak_in_flight: u64,
+    /// Lifetime median latency (call to end of body), milliseconds.
+    pub p50_ms: f64,
+    /// Lifetime 90th percentile latency, milliseconds.
+    pub p90_ms: f64,
+    /// Lifetime 95th percentile latency, milliseconds.
+    pub p95_ms: f64,
+    /// Lifetime 99th percentile latency, milliseconds.
+    pub p99_ms: f64,
+    /// Lifetime 99.9th percentile latency, milliseconds.
+    pub p999_ms: f64,
+    /// Lifetime maximum latency, milliseconds.
+    pub max_ms: f64,
+    /// Lifetime mean latency, milliseconds.
+    pub mean_ms: f64,
+    /// Latency (call to end of body) over the lifetime and the sliding windows.
+    pub latency: LatencyWindows,
+    /// Time from the call to the response headers, over the lifetime.
+    pub time_to_headers: Percentiles,
+    /// Lifetime of streamed responses (event streams, upgrades), kept out of the latency percentiles.
+    pub streams: Percentiles,
+    /// Count of responses per status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Count of completed requests per outcome.
+    pub outcomes: Outcomes,
+    /// Cumulative latency buckets for histogram exports (upper bound in seconds, count at or below it).
+    pub buckets: Vec<Bucket>,
+    /// Sum of all recorded latencies, seconds.
+    pub sum_secs: f64,
+}
+
+/// Latency percentiles for the lifetime and the sliding windows.
+#[derive(Debug, Clone, Default, Serialize)]
+#[non_exhaustive]
+pub struct LatencyWindows {
+    /// Since the handle was built.
+    pub lifetime: Percentiles,
+    /// The last minute (10-second resolution).
+    pub window_1m: Percentiles,
+    /// The last five minutes (one-minute resolution).
+    pub window_5m: Percentiles,
+}
+
+/// Summary of one latency distribution. All figures in milliseconds; zero when `count` is zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Percentiles {
+    /// Number of samples.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Largest sample.
+    pub max_ms: f64,
+    /// Arithmetic mean.
+    pub mean_ms: f64,
+}
+
+/// One cumulative histogram bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Bucket {
+    /// Upper bound, seconds.
+    pub le_secs: f64,
+    /// Samples at or below the bound.
+    pub count: u64,
+}
+
+/// Completed requests per outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Outcomes {
+    /// Response sent in full with a 1xx, 2xx or 3xx status.
+    pub ok: u64,
+    /// Response sent in full with a 4xx status (other than 408).
+    pub client_error: u64,
+    /// Response with a 5xx status (other than 504), or an error from the inner service.
+    pub server_error: u64,
+    /// The response future was dropped before the response was ready (client went away, outer timeout).
+    pub cancelled: u64,
+    /// The response body was dropped or failed before its end.
+    pub aborted: u64,
+    /// The handler panicked (caught by an inner `CatchPanicLayer`, or seen unwinding through the monitor).
+    pub panic: u64,
+    /// A 408 or 504 response, or a timeout error from the inner service.
+    pub timeout: u64,
+}
+
+/// A request that took longer than its route's slow threshold.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct SlowRequest {
+    /// The request ID.
+    pub request_id: String,
+    /// HTTP method label.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+    /// Response status, when a response was produced.
+    pub status: Option<u16>,
+    /// How the request ended.
+    pub outcome: String,
+    /// Duration, milliseconds.
+    pub duration_ms: f64,
+    /// Named phases (from [`phase`](crate::phase)) with their durations in milliseconds.
+    pub phases: Vec<PhaseTiming>,
+    /// The user ID from the configured hook, if any.
+    pub user_id: Option<String>,
+    /// When it finished, milliseconds since the Unix epoch.
+    pub finished_at_unix_ms: u64,
+}
+
+/// A named phase of a request and the time spent in it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct PhaseTiming {
+    /// Phase name.
+    pub name: String,
+    /// Total time in the phase, milliseconds.
+    pub duration_ms: f64,
+}
+
+/// A request still in flight after the hung threshold.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct HungRequest {
+    /// The request ID.
+    pub request_id: String,
+    /// HTTP method label.
+    pub method: String,
+    /// Route template (`<unmatched>` when not yet known).
+    pub route: String,
+    /// How long it has been running, milliseconds.
+    pub age_ms: f64,
+}
+
+/// Counters of what the cardinality guards turned away.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[non_exhaustive]
+pub struct OverflowStats {
+    /// Requests counted under the `<overflow>` route because `max_routes` was reached.
+    pub route_overflow_requests: u64,
+    /// Inbound request IDs that were rejected and replaced by a generated one.
+    pub request_ids_rejected: u64,
+    /// Slow-request warnings not logged because of the rate limit.
+    pub slow_warnings_suppressed: u64,
+    /// Latency samples above the histogram range (`histogram_max`), recorded as the range's top.
+    pub latency_clamped: u64,
+}

@@ -1,0 +1,140 @@
+//! The admin router: authentication, formats, and admin traffic kept out of the statistics.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use http::StatusCode;
+use perfscope::{AdminAuth, Perfscope};
+use support::{app_with_routes, get_request, send};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn app(perf: &Perfscope, auth: AdminAuth) -> Router {
+    app_with_routes(2)
+        .layer(perf.layer())
+        .nest("/admin/perf", perf.admin_router(auth))
+}
+
+#[tokio::test]
+async fn a_token_is_required_and_checked() {
+    let perf = Perfscope::builder().build().unwrap();
+    let app = app(&perf, AdminAuth::token(TOKEN).unwrap());
+    send(&app, get_request("/r0/1")).await;
+    for path in ["/admin/perf/stats", "/admin/perf/metrics"] {
+        let (status, headers, _) = send(&app, get_request(path)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token");
+        assert_eq!(headers.get("www-authenticate").unwrap(), "Bearer");
+        for wrong in [
+            "Bearer test-token-0123456789abcdeX",
+            "Bearer ",
+            "Basic dGVzdA==",
+            TOKEN,
+        ] {
+            let mut request = get_request(path);
+            request
+                .headers_mut()
+                .insert("authorization", wrong.parse().unwrap());
+            assert_eq!(
+                send(&app, request).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{path} with {wrong:?}"
+            );
+        }
+        let mut request = get_request(path);
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        assert_eq!(send(&app, request).await.0, StatusCode::OK);
+        let mut request = get_request(path);
+        request
+            .headers_mut()
+            .insert("x-admin-key", TOKEN.parse().unwrap());
+        let (status, headers, body) = send(&app, request).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+        assert!(!body.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn stats_list_routes_but_never_admin_requests() {
+    let perf = Perfscope::builder().build().unwrap();
+    let app = app(&perf, AdminAuth::token(TOKEN).unwrap());
+    for _ in 0..3 {
+        send(&app, get_request("/r1/9")).await;
+    }
+    let mut request = get_request("/admin/perf/stats");
+    request
+        .headers_mut()
+        .insert("x-admin-key", TOKEN.parse().unwrap());
+    send(&app, request).await;
+    let mut request = get_request("/admin/perf/stats");
+    request
+        .headers_mut()
+        .insert("x-admin-key", TOKEN.parse().unwrap());
+    let (_, headers, body) = send(&app, request).await;
+    assert_eq!(headers.get("content-type").unwrap(), "application/json");
+    let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let routes = stats["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0]["route"], "/r1/{id}");
+    assert_eq!(routes[0]["method"], "GET");
+    assert_eq!(routes[0]["count"], 3);
+    for field in [
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "max_ms",
+        "mean_ms",
+        "errors",
+        "in_flight",
+        "statuses",
+        "outcomes",
+    ] {
+        assert!(routes[0].get(field).is_some(), "missing {field}");
+    }
+    for field in ["in_flight", "slow_requests", "hung_requests"] {
+        assert!(stats.get(field).is_some(), "missing {field}");
+    }
+
+    // Admin routes nested inside the measured router are excluded too.
+    let inner = Perfscope::builder().build().unwrap();
+    let app = app_with_routes(1)
+        .nest(
+            "/admin/perf",
+            inner.admin_router(AdminAuth::token(TOKEN).unwrap()),
+        )
+        .layer(inner.layer());
+    let mut request = get_request("/admin/perf/metrics");
+    request
+        .headers_mut()
+        .insert("x-admin-key", TOKEN.parse().unwrap());
+    assert_eq!(send(&app, request).await.0, StatusCode::OK);
+    assert!(inner.snapshot().routes.is_empty());
+}
+
+#[tokio::test]
+async fn loopback_mode_serves_only_loopback_peers() {
+    let perf = Perfscope::builder().build().unwrap();
+    let app = app(&perf, AdminAuth::loopback_only());
+    for (peer, expected) in [
+        ("127.0.0.1:5000", StatusCode::OK),
+        ("[::1]:5000", StatusCode::OK),
+        ("10.1.2.3:5000", StatusCode::FORBIDDEN),
+    ] {
+        let mut request = get_request("/admin/perf/metrics");
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        assert_eq!(send(&app, request).await.0, expected, "{peer}");
+    }
+    // Without the peer address it refuses and says why.
+    let (status, _, body) = send(&app, get_request("/admin/perf/metrics")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&body).contains("into_make_service_with_connect_info"));
+}
