@@ -1,0 +1,187 @@
+//! A small ERP/CRM back end for a pharmacy, instrumented with perfscope.
+//!
+//! Run it with `cargo run --example erp_server`, then open the URLs it prints. The server seeds a fresh SQLite
+//! database with a deterministic catalogue (products, customers, quotations), so every run shows the same data and
+//! the same performance problems: `/api/quotations` is deliberately written in the N+1 shape a naive ERP has, and
+//! `/api/auth/login` spends most of its time hashing the password (visible as the `password_hash` phase in the
+//! `Server-Timing` header).
+//!
+//! Environment:
+//! - `ERP_ADDR`: listen address (default `127.0.0.1:3000`).
+//! - `ERP_DATABASE`: SQLite file to use (default `perfscope-erp-<pid>.db` in the temp directory). The file is
+//!   deleted and recreated at start, so never point it at data you want to keep.
+//! - `PERFSCOPE_ADMIN_TOKEN`: protects `/admin/perf/*` with a token. Without it the admin routes answer loopback
+//!   clients only (development mode).
+//! - `RUST_LOG`: log filter (default `info`).
+
+mod catalog;
+mod db;
+mod error;
+mod pagination;
+mod password;
+mod routes;
+mod session;
+mod time;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use tracing_subscriber::EnvFilter;
+
+/// The default listen address; `ERP_ADDR` overrides it.
+const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+
+/// Shared state of every handler: cheap to clone (a pool handle and an `Arc`).
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The SQLite connection pool.
+    pub(crate) db: SqlitePool,
+    /// Issues the opaque tokens returned by `/api/auth/login`.
+    pub(crate) sessions: Arc<session::SessionIssuer>,
+}
+
+/// How the admin routes are protected, remembered so the startup banner can say how to call them.
+enum AdminMode {
+    /// `PERFSCOPE_ADMIN_TOKEN` is set: callers send it as a bearer token.
+    Token,
+    /// No token: only clients on 127.0.0.1 / ::1 are let in.
+    LoopbackOnly,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    // Database: a fresh file, seeded deterministically so every run serves the same data.
+    let db_path = db::database_path();
+    let pool = db::open_fresh(&db_path).await?;
+    let report = db::seed(&pool).await?;
+    println!(
+        "seeded {} products, {} customers, {} quotations ({} lines) into {} in {:.2?}",
+        report.products,
+        report.customers,
+        report.quotations,
+        report.lines,
+        db_path.display(),
+        report.elapsed,
+    );
+
+    // perfscope: one handle; its layer measures the application routes, its admin router serves the results.
+    let perf = perfscope::Perfscope::builder()
+        .slow_threshold(Duration::from_millis(200)) // ERP target: every page under 200 ms
+        .build()?;
+    let (auth, admin_mode) = match std::env::var("PERFSCOPE_ADMIN_TOKEN") {
+        Ok(token) => (perfscope::AdminAuth::token(token)?, AdminMode::Token),
+        Err(_) => (
+            perfscope::AdminAuth::loopback_only(),
+            AdminMode::LoopbackOnly,
+        ),
+    };
+
+    let state = AppState {
+        db: pool.clone(),
+        sessions: Arc::new(session::SessionIssuer::new()),
+    };
+    let app = routes::router()
+        .with_state(state)
+        .layer(perf.layer())
+        // Nested after `.layer(..)` so the admin routes are not measured as application traffic.
+        .nest("/admin/perf", perf.admin_router(auth));
+
+    let addr = std::env::var("ERP_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let local = listener.local_addr()?;
+    print_banner(local, &admin_mode);
+
+    // Loopback-only admin mode needs the peer address, hence `with_connect_info`.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+
+    tracing::info!("shutting down");
+    pool.close().await;
+    db::remove_files(&db_path);
+    Ok(())
+}
+
+/// Prints the URLs worth trying, so the first minute with the demo needs no documentation.
+fn print_banner(addr: SocketAddr, admin_mode: &AdminMode) {
+    let base = format!("http://{addr}");
+    println!();
+    println!("ERP demo listening on {base}");
+    println!();
+    println!("Try:");
+    println!("  curl -i {base}/api/products/1");
+    println!("  curl -i '{base}/api/products?q=paracetamol&page=1&per_page=5'");
+    println!("  curl -i {base}/api/customers/1");
+    println!("  curl -i {base}/api/quotations        # N+1 on purpose: 41 queries per page");
+    println!("  curl -i {base}/api/quotations/1");
+    println!("  curl -i {base}/api/dashboard");
+    println!(
+        "  curl -i -X PUT {base}/api/products/1 -H 'Content-Type: application/json' -d '{{\"price_cents\": 499}}'"
+    );
+    println!(
+        "  curl -i {base}/api/auth/login -H 'Content-Type: application/json' \
+         -d '{{\"email\": \"admin@pharmacy.test\", \"password\": \"pharmacy\"}}'"
+    );
+    println!();
+    match admin_mode {
+        AdminMode::Token => {
+            println!("perfscope admin (token from PERFSCOPE_ADMIN_TOKEN):");
+            println!(
+                "  curl -H \"Authorization: Bearer $PERFSCOPE_ADMIN_TOKEN\" {base}/admin/perf/stats"
+            );
+            println!(
+                "  curl -H \"Authorization: Bearer $PERFSCOPE_ADMIN_TOKEN\" {base}/admin/perf/metrics"
+            );
+        }
+        AdminMode::LoopbackOnly => {
+            println!(
+                "perfscope admin (loopback-only development mode; set PERFSCOPE_ADMIN_TOKEN to require a token):"
+            );
+            println!("  curl {base}/admin/perf/stats");
+            println!("  curl {base}/admin/perf/metrics");
+        }
+    }
+    println!();
+    println!("Press Ctrl-C to stop.");
+}
+
+/// Resolves on Ctrl-C (or SIGTERM on Unix) so `axum::serve` can finish in-flight requests before exiting.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,43 @@
+//! The HTTP surface: the route table in one place, handlers in one module per resource.
+
+mod auth;
+mod customers;
+mod dashboard;
+mod products;
+mod quotations;
+
+use axum::Json;
+use axum::Router;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::AppError;
+
+/// Every application route. perfscope labels measurements with these templates (`/api/products/{id}`), never with
+/// the raw path, so the number of series stays bounded.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/products", get(products::search))
+        .route(
+            "/api/products/{id}",
+            get(products::show).put(products::update),
+        )
+        .route("/api/customers/{id}", get(customers::show))
+        .route("/api/quotations", get(quotations::list))
+        .route("/api/quotations/{id}", get(quotations::show))
+        .route("/api/dashboard", get(dashboard::summary))
+        .route("/api/auth/login", post(auth::login))
+        .fallback(fallback)
+}
+
+/// Liveness probe: answers without touching the database, so it stays cheap for load balancers.
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Unknown paths get the same JSON error shape as everything else.
+async fn fallback() -> AppError {
+    AppError::NotFound("no such route".to_owned())
+}

@@ -1,0 +1,189 @@
+//! Product catalogue: search with pagination, read one, update price, stock or name.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::AppError;
+use crate::pagination::Page;
+
+/// Longest product name accepted by `PUT`, in characters.
+const MAX_NAME_CHARS: usize = 200;
+
+/// A product as stored and as returned.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub(crate) struct Product {
+    pub(crate) id: i64,
+    pub(crate) sku: String,
+    pub(crate) name: String,
+    pub(crate) category: String,
+    pub(crate) price_cents: i64,
+    pub(crate) stock: i64,
+    pub(crate) updated_at: String,
+}
+
+/// Query string of `GET /api/products`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SearchParams {
+    /// Substring of the name or SKU, case-insensitive for ASCII; empty or absent lists everything.
+    q: Option<String>,
+    page: Option<u32>,
+    per_page: Option<u32>,
+}
+
+/// One page of search results.
+#[derive(Debug, Serialize)]
+pub(crate) struct ProductPage {
+    items: Vec<Product>,
+    page: u32,
+    per_page: u32,
+    /// Matches across all pages.
+    total: i64,
+}
+
+/// `GET /api/products?q=&page=&per_page=`
+pub(crate) async fn search(
+    State(state): State<AppState>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<ProductPage>, AppError> {
+    let Query(params) = params?;
+    let page = Page::new(params.page, params.per_page)?;
+    let pattern = like_pattern(params.q.as_deref().unwrap_or("").trim());
+
+    let total: i64 = sqlx::query_scalar(
+        r"SELECT COUNT(*) FROM products WHERE name LIKE ?1 ESCAPE '\' OR sku LIKE ?1 ESCAPE '\'",
+    )
+    .bind(&pattern)
+    .fetch_one(&state.db)
+    .await?;
+    let items = sqlx::query_as::<_, Product>(
+        r"SELECT id, sku, name, category, price_cents, stock, updated_at FROM products
+          WHERE name LIKE ?1 ESCAPE '\' OR sku LIKE ?1 ESCAPE '\'
+          ORDER BY id LIMIT ?2 OFFSET ?3",
+    )
+    .bind(&pattern)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(&state.db)
+    .await?;
+
+    Ok(Json(ProductPage {
+        items,
+        page: page.page,
+        per_page: page.per_page,
+        total,
+    }))
+}
+
+/// `GET /api/products/{id}`
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Product>, AppError> {
+    let Path(id) = id?;
+    let product = sqlx::query_as::<_, Product>(
+        "SELECT id, sku, name, category, price_cents, stock, updated_at FROM products WHERE id = ?1",
+    )
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| AppError::not_found("product", id))?;
+    Ok(Json(product))
+}
+
+/// Body of `PUT /api/products/{id}`: every field optional, unknown fields rejected so typos do not pass silently.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProductUpdate {
+    name: Option<String>,
+    price_cents: Option<i64>,
+    stock: Option<i64>,
+}
+
+impl ProductUpdate {
+    /// Checks the ranges and trims the name; the returned update is ready to bind.
+    fn validate(self) -> Result<Self, AppError> {
+        let name = match self.name {
+            Some(name) => {
+                let name = name.trim().to_owned();
+                let chars = name.chars().count();
+                if chars == 0 || chars > MAX_NAME_CHARS {
+                    return Err(AppError::BadRequest(format!(
+                        "name must be 1 to {MAX_NAME_CHARS} characters"
+                    )));
+                }
+                Some(name)
+            }
+            None => None,
+        };
+        if self.price_cents.is_some_and(|price| price < 0) {
+            return Err(AppError::BadRequest(
+                "price_cents must be 0 or more".to_owned(),
+            ));
+        }
+        if self.stock.is_some_and(|stock| stock < 0) {
+            return Err(AppError::BadRequest("stock must be 0 or more".to_owned()));
+        }
+        if name.is_none() && self.price_cents.is_none() && self.stock.is_none() {
+            return Err(AppError::BadRequest(
+                "set at least one of name, price_cents, stock".to_owned(),
+            ));
+        }
+        Ok(Self { name, ..self })
+    }
+}
+
+/// `PUT /api/products/{id}`: updates the given fields and `updated_at`, returns the product as stored.
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    body: Result<Json<ProductUpdate>, JsonRejection>,
+) -> Result<Json<Product>, AppError> {
+    let Path(id) = id?;
+    let Json(update) = body?;
+    let update = update.validate()?;
+
+    let product = sqlx::query_as::<_, Product>(
+        "UPDATE products
+         SET name = COALESCE(?1, name), price_cents = COALESCE(?2, price_cents), stock = COALESCE(?3, stock),
+             updated_at = ?4
+         WHERE id = ?5
+         RETURNING id, sku, name, category, price_cents, stock, updated_at",
+    )
+    .bind(update.name)
+    .bind(update.price_cents)
+    .bind(update.stock)
+    .bind(crate::time::now_utc())
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| AppError::not_found("product", id))?;
+    Ok(Json(product))
+}
+
+/// `%needle%` with the LIKE wildcards of the needle escaped, so a search for `50%` means the literal text.
+fn like_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_pattern_escapes_wildcards() {
+        assert_eq!(like_pattern("para"), "%para%");
+        assert_eq!(like_pattern(r"1%_\"), r"%1\%\_\\%");
+    }
+}
