@@ -1,8 +1,11 @@
 //! [`PerfscopeBuilder`]: every setting, checked once at build time.
 
+#[cfg(feature = "monitor")]
 use std::sync::Arc;
+#[cfg(feature = "monitor")]
 use std::time::Duration;
 
+#[cfg(feature = "monitor")]
 use http::HeaderName;
 
 use crate::Perfscope;
@@ -157,6 +160,7 @@ impl PerfscopeBuilder {
     }
 }
 
+#[cfg(feature = "monitor")]
 fn header_name(
     setting: &'static str,
     name: Option<String>,

@@ -217,6 +217,7 @@ impl RequestContext {
         self.inner.panicked.load(Ordering::Relaxed)
     }
 
+    #[cfg_attr(not(feature = "monitor"), allow(dead_code))]
     /// Marks the task-local current request as panicked; called from the panic hook, so it must not panic.
     pub(crate) fn mark_current_panicked() {
         let _ = CURRENT.try_with(|context| context.inner.panicked.store(true, Ordering::Relaxed));

@@ -23,6 +23,7 @@ thread_local! {
 
 /// Makes `context` the one attached to the next request span created on this thread, runs `make_span`, then
 /// clears the slot (the layer may not be installed, or the span may be disabled).
+#[cfg_attr(not(feature = "monitor"), allow(dead_code))]
 pub(crate) fn with_handoff<T>(context: &RequestContext, make_span: impl FnOnce() -> T) -> T {
     let _ = HANDOFF.try_with(|slot| *slot.borrow_mut() = Some(context.clone()));
     let span = make_span();

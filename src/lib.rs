@@ -99,6 +99,7 @@ pub use snapshot::{
 
 /// The handle of one perfscope instance: cheap to clone, everything it measures lives inside it.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "monitor"), allow(dead_code))]
 pub struct Perfscope {
     inner: Arc<Shared>,
 }

@@ -85,6 +85,7 @@ impl MethodLabel {
     }
 
     /// Position in [`MethodLabel::ALL`].
+    #[cfg_attr(not(feature = "monitor"), allow(dead_code))]
     pub(crate) fn index(self) -> usize {
         self as usize
     }
