@@ -93,6 +93,7 @@ where
     }
 }
 
+#[inline(never)] // a symbol of its own: scripts/bench-instructions counts requests by its calls
 fn request() -> Request<Body> {
     Request::get("/api/products/42")
         .body(Body::empty())
@@ -108,11 +109,18 @@ fn bench_layers(c: &mut Criterion) {
         .timing_headers(HeaderPolicy::Always)
         .build()
         .unwrap();
+    let quiet = Perfscope::builder()
+        .timing_headers(HeaderPolicy::Never)
+        .build()
+        .unwrap();
+    // axum-prometheus spawns its upkeep task at construction: it needs the runtime entered.
+    let _entered = runtime.enter();
     let (prometheus_layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
     let apps: Vec<(&str, Router)> = vec![
         ("bare", app()),
         ("floor", app().layer(FloorLayer)),
         ("perfscope", app().layer(perf.layer())),
+        ("perfscope_request_id_only", app().layer(quiet.layer())),
         (
             "tower_http_trace_request_id",
             app()
@@ -124,6 +132,8 @@ fn bench_layers(c: &mut Criterion) {
         ),
         ("axum_prometheus", app().layer(prometheus_layer)),
     ];
+    // Finalized as `axum::serve` does (an unfinalized router rebuilds each route's layers on every call).
+    let apps: Vec<(&str, Router)> = apps.into_iter().map(|(name, app)| (name, app.with_state(()))).collect();
     let mut group = c.benchmark_group("layer");
     group.throughput(Throughput::Elements(1));
     for (name, app) in apps {
@@ -199,6 +209,35 @@ fn bench_record(c: &mut Criterion) {
                 iters,
                 Arc::new(move |v| mutex.lock().unwrap().record(v).unwrap()),
             )
+        })
+    });
+    // The ceiling of this machine: two threads with nothing shared at all, each its own histogram.
+    group.bench_function("hdrhistogram_per_thread_2_threads", |b| {
+        b.iter_custom(|iters| {
+            let barrier = Arc::new(Barrier::new(3));
+            let handles: Vec<_> = (0..2u64)
+                .map(|t| {
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        let mut own =
+                            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2)
+                                .unwrap();
+                        barrier.wait();
+                        let start = Instant::now();
+                        for i in 0..iters {
+                            own.record(black_box(100 + (i * 7 + t) % 5_000)).unwrap();
+                        }
+                        black_box(&own);
+                        start.elapsed()
+                    })
+                })
+                .collect();
+            barrier.wait();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .max()
+                .unwrap_or_default()
         })
     });
     let shared = Arc::new(ShardedHistogram::new(layout));

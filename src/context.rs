@@ -51,9 +51,10 @@ struct Inner {
     counters: Counters,
 }
 
+/// Phase totals; the vector is allocated only when a request records its first phase.
 #[derive(Default)]
 struct Phases {
-    entries: [Option<(Cow<'static, str>, Duration)>; MAX_PHASES],
+    entries: Vec<(Cow<'static, str>, Duration)>,
     overflowed: Duration,
 }
 
@@ -240,26 +241,19 @@ impl RequestContext {
             entries,
             overflowed,
         } = &mut *phases;
-        for entry in entries.iter_mut() {
-            match entry {
-                Some((existing, total)) if *existing == name => {
-                    *total += duration;
-                    return;
-                }
-                None => {
-                    *entry = Some((name, duration));
-                    return;
-                }
-                Some(_) => {}
-            }
+        if let Some((_, total)) = entries.iter_mut().find(|(existing, _)| *existing == name) {
+            *total += duration;
+        } else if entries.len() < MAX_PHASES {
+            entries.push((name, duration));
+        } else {
+            *overflowed += duration;
         }
-        *overflowed += duration;
     }
 
     /// Calls `f` with each phase name and total, in first-seen order; then with `other` if phases overflowed.
     pub fn for_each_phase(&self, mut f: impl FnMut(&str, Duration)) {
         let phases = self.inner.phases.lock();
-        for (name, total) in phases.entries.iter().flatten() {
+        for (name, total) in &phases.entries {
             f(name, *total);
         }
         if phases.overflowed > Duration::ZERO {

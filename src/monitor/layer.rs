@@ -1,6 +1,6 @@
 //! [`MonitorLayer`] and the [`Monitor`] service it builds.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -13,6 +13,7 @@ use crate::context::RequestContext;
 use crate::context_layer::{REQUEST_SPAN_TARGET, with_handoff};
 use crate::monitor::body::ResponseBody;
 use crate::monitor::future::ResponseFuture;
+use crate::monitor::route_entry::RouteEntry;
 use crate::monitor::state::MonitorState;
 use crate::monitor::tracker::Tracker;
 use crate::request_id::RequestId;
@@ -40,6 +41,7 @@ impl<S> Layer<S> for MonitorLayer {
         Monitor {
             inner,
             state: self.state.clone(),
+            routes: Arc::default(),
         }
     }
 }
@@ -49,6 +51,15 @@ impl<S> Layer<S> for MonitorLayer {
 pub struct Monitor<S> {
     inner: S,
     state: Arc<MonitorState>,
+    /// The entries this service instance resolved, per method. `Router::layer` makes one instance per route, so
+    /// after the first request each lookup is a string compare instead of a locked table lookup.
+    routes: Arc<RouteCache>,
+}
+
+/// Per-method memo of the last route entry a [`Monitor`] instance resolved.
+#[derive(Debug, Default)]
+struct RouteCache {
+    by_method: [OnceLock<Option<Arc<RouteEntry>>>; 10],
 }
 
 /// The route template of a request, from axum's `MatchedPath` when the `axum` feature is on.
@@ -74,11 +85,22 @@ impl<S> Monitor<S> {
             return;
         }
         if let Some(template) = matched_path(request) {
-            match self
-                .state
-                .registry
-                .route(context.method(), template, self.state.slot(now))
-            {
+            let method = context.method();
+            let now_slot = self.state.slot(now);
+            let registry = &self.state.registry;
+            let memo = &self.routes.by_method[method.index()];
+            // An instance around several routes (a nested router) sees other templates: ask the table.
+            let resolved = match memo.get() {
+                Some(Some(entry)) if &*entry.route == template => Some(entry.clone()),
+                Some(None) if registry.is_excluded(template) => None,
+                Some(_) => registry.route(method, template, now_slot),
+                None => {
+                    let resolved = registry.route(method, template, now_slot);
+                    let _ = memo.set(resolved.clone());
+                    resolved
+                }
+            };
+            match resolved {
                 Some(entry) => {
                     entry.started();
                     context.set_route_entry(entry);

@@ -101,6 +101,14 @@ impl Registry {
         self.register(method, template, now_slot)
     }
 
+    /// Whether `template` is configured as excluded.
+    pub(crate) fn is_excluded(&self, template: &str) -> bool {
+        self.config
+            .excluded
+            .iter()
+            .any(|excluded| &**excluded == template)
+    }
+
     #[cold]
     fn register(
         &self,
@@ -108,13 +116,13 @@ impl Registry {
         template: &str,
         now_slot: u64,
     ) -> Option<Arc<RouteEntry>> {
-        if self
-            .config
-            .excluded
-            .iter()
-            .any(|excluded| &**excluded == template)
-        {
+        if self.is_excluded(template) {
             return None;
+        }
+        // The table is full: no lock needed to say so (a template registered meanwhile was looked up above).
+        if self.templates.load(Ordering::Relaxed) >= self.config.max_routes {
+            self.overflow_requests.fetch_add(1, Ordering::Relaxed);
+            return Some(self.overflow[method.index()].clone());
         }
         let mut table = self.by_method[method.index()].write();
         if let Some(entry) = table.get(template) {

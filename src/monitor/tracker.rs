@@ -12,6 +12,8 @@ use crate::monitor::live::LiveToken;
 use crate::monitor::route_entry::{Completion, Outcome};
 use crate::monitor::state::MonitorState;
 
+static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
 /// Records its request when finished, or as cancelled, aborted or panicked when dropped first.
 #[derive(Debug)]
 pub(crate) struct Tracker {
@@ -65,7 +67,7 @@ impl Tracker {
                 headers.insert(config.response_time_header.clone(), value);
             }
             if let Some(value) = self.server_timing(elapsed) {
-                headers.append(HeaderName::from_static("server-timing"), value);
+                headers.append(SERVER_TIMING.clone(), value);
             }
         }
     }
