@@ -133,7 +133,10 @@ fn bench_layers(c: &mut Criterion) {
         ("axum_prometheus", app().layer(prometheus_layer)),
     ];
     // Finalized as `axum::serve` does (an unfinalized router rebuilds each route's layers on every call).
-    let apps: Vec<(&str, Router)> = apps.into_iter().map(|(name, app)| (name, app.with_state(()))).collect();
+    let apps: Vec<(&str, Router)> = apps
+        .into_iter()
+        .map(|(name, app)| (name, app.with_state(())))
+        .collect();
     let mut group = c.benchmark_group("layer");
     group.throughput(Throughput::Elements(1));
     for (name, app) in apps {

@@ -535,4 +535,3 @@ async fn handles_never_share_data_and_exclusions_apply() {
     assert_eq!(b.routes.len(), 1);
     assert_eq!(b.routes[0].count, 2);
 }
-
