@@ -22,6 +22,10 @@
 //! # Endpoints (relative to where the router is nested)
 //! - `GET /stats`: the [`Snapshot`](crate::Snapshot) as JSON (feature `json`).
 //! - `GET /metrics`: Prometheus text exposition.
+//! - `GET /cache`: totals over the registered caches (`hits`, `misses`, `stale_hits`, `hit_ratio`, `entries`,
+//!   `weighted_bytes`) and each cache's statistics (features `cache` and `json`).
+//! - `POST /cache/invalidate`: a JSON body with one of `key`, `tag`, `prefix` or `pattern` (a glob, which scans),
+//!   and optionally `cache` (a registered cache's name; all caches when absent). Answers with what it did.
 //!
 //! # Authentication
 //! [`AdminAuth::token`]: the request must carry `Authorization: Bearer <token>` or `X-Admin-Key: <token>`;
@@ -174,6 +178,8 @@ impl Perfscope {
             auth.denial(request)
         };
         let stats_guard = guard.clone();
+        #[cfg(all(feature = "cache", feature = "json"))]
+        let guard_cache = guard.clone();
         let stats_perf = self.clone();
         let metrics_perf = self.clone();
         let router = Router::new().route(
@@ -208,6 +214,8 @@ impl Perfscope {
         );
         #[cfg(not(feature = "json"))]
         let _ = (stats_guard, stats_perf);
+        #[cfg(all(feature = "cache", feature = "json"))]
+        let router = cache_routes(router, self.clone(), guard_cache);
         router
     }
 }
@@ -252,4 +260,121 @@ mod tests {
         let tokens: Vec<_> = presented_tokens(&headers).collect();
         assert_eq!(tokens, [&b"tok"[..], &b"key"[..]]);
     }
+}
+
+/// Largest `POST /cache/invalidate` body read.
+#[cfg(all(feature = "cache", feature = "json"))]
+const MAX_INVALIDATE_BODY: usize = 16 * 1024;
+
+/// What `POST /cache/invalidate` accepts.
+#[cfg(all(feature = "cache", feature = "json"))]
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvalidateRequest {
+    cache: Option<String>,
+    key: Option<String>,
+    tag: Option<String>,
+    prefix: Option<String>,
+    pattern: Option<String>,
+}
+
+#[cfg(all(feature = "cache", feature = "json"))]
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    no_store(
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            value.to_string(),
+        )
+            .into_response(),
+    )
+}
+
+#[cfg(all(feature = "cache", feature = "json"))]
+fn cache_routes<S, G>(router: Router<S>, perf: Perfscope, guard: G) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    G: Fn(&Request) -> Option<Response> + Clone + Send + Sync + 'static,
+{
+    use axum::routing::post;
+    use serde_json::json;
+
+    let stats_perf = perf.clone();
+    let stats_guard = guard.clone();
+    router
+        .route(
+            "/cache",
+            get(move |request: Request| async move {
+                if let Some(denied) = stats_guard(&request) {
+                    return denied;
+                }
+                let caches = stats_perf.snapshot().caches;
+                let sum = |read: fn(&crate::cache::CacheStatsSnapshot) -> u64| caches.iter().map(read).sum::<u64>();
+                let (hits, misses, stale_hits) = (sum(|c| c.hits), sum(|c| c.misses), sum(|c| c.stale_hits));
+                let lookups = hits + misses + stale_hits;
+                let hit_ratio = if lookups == 0 { 0.0 } else { (hits + stale_hits) as f64 / lookups as f64 };
+                let body = json!({
+                    "hits": hits,
+                    "misses": misses,
+                    "stale_hits": stale_hits,
+                    "hit_ratio": hit_ratio,
+                    "entries": sum(|c| c.entries),
+                    "weighted_bytes": sum(|c| c.weighted_bytes),
+                    "caches": caches,
+                });
+                json_response(StatusCode::OK, &body)
+            }),
+        )
+        .route(
+            "/cache/invalidate",
+            post(move |request: Request| async move {
+                if let Some(denied) = guard(&request) {
+                    return denied;
+                }
+                let bad = |message: String| json_response(StatusCode::BAD_REQUEST, &json!({ "error": message }));
+                let bytes = match axum::body::to_bytes(request.into_body(), MAX_INVALIDATE_BODY).await {
+                    Ok(bytes) => bytes,
+                    Err(_) => return bad(format!("body missing or over {MAX_INVALIDATE_BODY} bytes")),
+                };
+                let order: InvalidateRequest = match serde_json::from_slice(&bytes) {
+                    Ok(order) => order,
+                    Err(error) => {
+                        return bad(format!(
+                            "expected JSON like {{\"tag\": \"products\"}} with one of key, tag, prefix, pattern \
+                             and an optional cache: {error}"
+                        ));
+                    }
+                };
+                let targets = [&order.key, &order.tag, &order.prefix, &order.pattern];
+                if targets.iter().filter(|target| target.is_some()).count() != 1 {
+                    return bad("give exactly one of key, tag, prefix, pattern".to_owned());
+                }
+                let caches: Vec<_> = perf
+                    .caches()
+                    .into_iter()
+                    .filter(|cache| order.cache.as_deref().is_none_or(|name| cache.name() == name))
+                    .collect();
+                if let (Some(name), true) = (&order.cache, caches.is_empty()) {
+                    return json_response(StatusCode::NOT_FOUND, &json!({ "error": format!("no cache named {name:?}") }));
+                }
+                let mut keys_found = 0u64;
+                let mut matched = 0u64;
+                for cache in &caches {
+                    if let Some(key) = &order.key {
+                        keys_found += u64::from(cache.invalidate_key_str(key));
+                    } else if let Some(tag) = &order.tag {
+                        cache.invalidate_tag(tag);
+                    } else if let Some(prefix) = &order.prefix {
+                        cache.invalidate_prefix(prefix);
+                    } else if let Some(pattern) = &order.pattern {
+                        matched += cache.invalidate_matching(pattern);
+                    }
+                }
+                let names: Vec<&str> = caches.iter().map(|cache| cache.name()).collect();
+                json_response(
+                    StatusCode::OK,
+                    &json!({ "caches": names, "keys_found": keys_found, "pattern_matches": matched }),
+                )
+            }),
+        )
 }

@@ -32,4 +32,14 @@ pub enum BuildError {
         /// Length given.
         got: usize,
     },
+    /// A name (of a cache, for example) has characters or a length that exports cannot carry safely.
+    #[error(
+        "invalid {setting} {name:?}: use 1 to 64 characters among a-z, A-Z, 0-9, '_', '-' and '.'"
+    )]
+    InvalidName {
+        /// What was being named.
+        setting: &'static str,
+        /// What was given.
+        name: String,
+    },
 }

@@ -70,6 +70,8 @@ use std::sync::Arc;
 #[cfg(feature = "axum")]
 mod admin;
 mod builder;
+#[cfg(feature = "cache")]
+pub mod cache;
 mod context;
 mod context_layer;
 mod error;
@@ -108,7 +110,13 @@ pub struct Perfscope {
 struct Shared {
     #[cfg(feature = "monitor")]
     monitor: Arc<monitor::state::MonitorState>,
+    #[cfg(feature = "cache")]
+    caches: parking_lot::RwLock<Vec<cache::CacheHandle>>,
 }
+
+/// Most caches one handle reports on; registering more replaces nothing and is refused.
+#[cfg(feature = "cache")]
+pub const MAX_REGISTERED_CACHES: usize = 64;
 
 impl Perfscope {
     /// A builder with the default settings.
@@ -127,6 +135,8 @@ impl Perfscope {
             inner: Arc::new(Shared {
                 #[cfg(feature = "monitor")]
                 monitor: Arc::new(monitor::state::MonitorState::new(monitor)),
+                #[cfg(feature = "cache")]
+                caches: parking_lot::RwLock::new(Vec::new()),
             }),
         }
     }
@@ -153,6 +163,8 @@ impl Perfscope {
                 slow_requests_total: view.slow_requests_total,
                 hung_requests: view.hung_requests,
                 overflow: view.overflow,
+                #[cfg(feature = "cache")]
+                caches: self.cache_stats(),
             }
         }
         #[cfg(not(feature = "monitor"))]
@@ -168,8 +180,50 @@ impl Perfscope {
                 slow_requests_total: 0,
                 hung_requests: Vec::new(),
                 overflow: OverflowStats::default(),
+                #[cfg(feature = "cache")]
+                caches: self.cache_stats(),
             }
         }
+    }
+
+    /// Reports `cache` in snapshots, exports and the admin endpoints (`/cache`, `/cache/invalidate`). A cache
+    /// registered under a name already taken replaces the earlier one. Returns `false` when
+    /// [`MAX_REGISTERED_CACHES`] other caches are registered already.
+    ///
+    /// ```
+    /// use perfscope::cache::{Cache, CacheKey};
+    ///
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// let products: Cache<CacheKey, String> = Cache::builder().name("products").build().unwrap();
+    /// assert!(perf.register_cache(products.handle()));
+    /// assert_eq!(perf.snapshot().caches[0].name, "products");
+    /// ```
+    #[cfg(feature = "cache")]
+    pub fn register_cache(&self, cache: cache::CacheHandle) -> bool {
+        let mut caches = self.inner.caches.write();
+        if let Some(existing) = caches.iter_mut().find(|c| c.name() == cache.name()) {
+            *existing = cache;
+            return true;
+        }
+        if caches.len() >= MAX_REGISTERED_CACHES {
+            return false;
+        }
+        caches.push(cache);
+        true
+    }
+
+    /// The registered caches.
+    #[cfg(feature = "cache")]
+    pub fn caches(&self) -> Vec<cache::CacheHandle> {
+        self.inner.caches.read().clone()
+    }
+
+    #[cfg(feature = "cache")]
+    fn cache_stats(&self) -> Vec<cache::CacheStatsSnapshot> {
+        self.caches()
+            .iter()
+            .map(cache::CacheHandle::stats)
+            .collect()
     }
 
     /// The snapshot in the Prometheus text format.

@@ -11,6 +11,23 @@ pub const UNMATCHED_ROUTE: &str = "<unmatched>";
 /// Route label of requests on new routes after `max_routes` templates were registered.
 pub const OVERFLOW_ROUTE: &str = "<overflow>";
 
+/// The route template of a request, from axum's `MatchedPath` when the `axum` feature is on.
+#[cfg_attr(not(any(feature = "monitor", feature = "cache")), allow(dead_code))]
+pub(crate) fn matched_path<B>(request: &http::Request<B>) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    {
+        request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|path| path.as_str())
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = request;
+        None
+    }
+}
+
 /// An HTTP method reduced to a bounded label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]

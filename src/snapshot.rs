@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub hung_requests: Vec<HungRequest>,
     /// What the cardinality guards turned away.
     pub overflow: OverflowStats,
+    /// Statistics of each cache registered with [`Perfscope::register_cache`](crate::Perfscope::register_cache).
+    #[cfg(feature = "cache")]
+    pub caches: Vec<crate::cache::CacheStatsSnapshot>,
 }
 
 /// Latency, status and outcome statistics of one (method, route template).

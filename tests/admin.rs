@@ -138,3 +138,103 @@ async fn loopback_mode_serves_only_loopback_peers() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(String::from_utf8_lossy(&body).contains("into_make_service_with_connect_info"));
 }
+
+#[cfg(feature = "cache")]
+#[tokio::test]
+async fn cache_statistics_and_invalidation_are_served() {
+    use perfscope::cache::{Cache, CacheKey};
+
+    let perf = Perfscope::builder().build().unwrap();
+    let products: Cache<CacheKey, String> = Cache::builder().name("products").build().unwrap();
+    perf.register_cache(products.handle());
+    let app = app(&perf, AdminAuth::token(TOKEN).unwrap()).with_state(());
+    products.insert_with_tags(
+        CacheKey::new("product").part(1),
+        "one".to_owned(),
+        ["products"],
+    );
+    products.insert(CacheKey::new("product").part(2), "two".to_owned());
+    assert!(products.get(&CacheKey::new("product").part(1)).is_some());
+    assert!(products.get(&CacheKey::new("product").part(3)).is_none());
+
+    let admin = |method: &str, uri: &str, body: &str| {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-admin-key", TOKEN)
+            .body(axum::body::Body::from(body.to_owned()))
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        request
+    };
+    let (status, _, body) = send(&app, admin("GET", "/admin/perf/cache", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    for field in ["hits", "misses", "hit_ratio", "entries", "weighted_bytes"] {
+        assert!(stats.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(
+        (stats["hits"].as_u64(), stats["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(stats["entries"].as_u64(), Some(2));
+
+    // Unauthenticated invalidation is refused and changes nothing.
+    let mut request = admin(
+        "POST",
+        "/admin/perf/cache/invalidate",
+        r#"{"tag":"products"}"#,
+    );
+    request.headers_mut().remove("x-admin-key");
+    assert_eq!(send(&app, request).await.0, StatusCode::UNAUTHORIZED);
+    assert!(products.get(&CacheKey::new("product").part(1)).is_some());
+
+    let (status, _, _) = send(
+        &app,
+        admin(
+            "POST",
+            "/admin/perf/cache/invalidate",
+            r#"{"tag":"products"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(products.get(&CacheKey::new("product").part(1)).is_none());
+    let (status, _, body) = send(
+        &app,
+        admin(
+            "POST",
+            "/admin/perf/cache/invalidate",
+            r#"{"key":"product:2","cache":"products"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(products.get(&CacheKey::new("product").part(2)).is_none());
+    for bad in [
+        r#"{"tag":"a","key":"b"}"#,
+        r#"{}"#,
+        "not json",
+        r#"{"tag":"a","evil":1}"#,
+    ] {
+        let (status, _, _) = send(&app, admin("POST", "/admin/perf/cache/invalidate", bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (status, _, _) = send(
+        &app,
+        admin(
+            "POST",
+            "/admin/perf/cache/invalidate",
+            r#"{"tag":"a","cache":"nope"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let metrics = perf.prometheus();
+    assert!(
+        metrics.contains("perfscope_cache_lookups_total{cache=\"products\",result=\"hit\"} 2"),
+        "{metrics}"
+    );
+}

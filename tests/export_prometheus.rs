@@ -314,3 +314,31 @@ async fn idle_monitor_passes_promtool() {
     assert!(text.contains("# TYPE http_server_request_duration_seconds histogram\n"));
     assert!(text.contains("\nperfscope_http_server_requests_total 0\n"));
 }
+
+#[cfg(feature = "cache")]
+#[tokio::test]
+async fn cache_families_with_hostile_names_pass_promtool() {
+    use perfscope::cache::{Cache, CacheKey};
+
+    let perf = Perfscope::builder().build().unwrap();
+    // Cache names are checked at build time; key namespaces come from application data and may be anything.
+    for name in ["products", "orders-v2"] {
+        let cache: Cache<CacheKey, u64> = Cache::builder().name(name).build().unwrap();
+        cache.insert(CacheKey::new("a\"b\nc").part(1), 1);
+        assert!(cache.get(&CacheKey::new("a\"b\nc").part(1)).is_some());
+        assert!(cache.get(&CacheKey::new("other").part(2)).is_none());
+        let loaded = cache
+            .get_or_compute(&CacheKey::new("load").part(3), || async { 3 })
+            .await;
+        assert_eq!(loaded.unwrap(), 3);
+        perf.register_cache(cache.handle());
+    }
+    let text = perf.prometheus();
+    promtool_check(&text);
+    assert!(text.contains("perfscope_cache_lookups_total{cache=\"orders-v2\",result=\"hit\"} 1"));
+    assert!(
+        text.contains("namespace=\"a\\\"b\\nc\",result=\"hit\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE perfscope_cache_load_duration_seconds histogram\n"));
+}

@@ -6,6 +6,10 @@
 //! `/api/auth/login` spends most of its time hashing the password (visible as the `password_hash` phase in the
 //! `Server-Timing` header).
 //!
+//! The product, customer and dashboard reads are cached (module `caches`): their responses carry `X-Cache`
+//! (`MISS`, then `HIT` for 30 s), `PUT /api/products/{id}` invalidates what it changes, and
+//! `/admin/perf/cache` shows the hit ratio of every cache.
+//!
 //! Environment:
 //! - `ERP_ADDR`: listen address (default `127.0.0.1:3000`).
 //! - `ERP_DATABASE`: SQLite file to use (default `perfscope-erp-<pid>.db` in the temp directory). The file is
@@ -14,6 +18,7 @@
 //!   clients only (development mode).
 //! - `RUST_LOG`: log filter (default `info`).
 
+mod caches;
 mod catalog;
 mod db;
 mod error;
@@ -40,6 +45,8 @@ pub(crate) struct AppState {
     pub(crate) db: SqlitePool,
     /// Issues the opaque tokens returned by `/api/auth/login`.
     pub(crate) sessions: Arc<session::SessionIssuer>,
+    /// The data caches, and the response store for invalidation.
+    pub(crate) caches: caches::Caches,
 }
 
 /// How the admin routes are protected, remembered so the startup banner can say how to call them.
@@ -84,12 +91,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     };
 
+    // Caches: registered with perfscope, so `/admin/perf/cache` reports (and can invalidate) them.
+    let (caches, responses) = caches::Caches::new()?;
+    caches.register(&perf);
+
     let state = AppState {
         db: pool.clone(),
         sessions: Arc::new(session::SessionIssuer::new()),
+        caches,
     };
-    let app = routes::router()
+    let app = routes::router(responses)
         .with_state(state)
+        // Outermost, so the monitor sees every response, `X-Cache` included, and times hits too.
         .layer(perf.layer())
         // Nested after `.layer(..)` so the admin routes are not measured as application traffic.
         .nest("/admin/perf", perf.admin_router(auth));
@@ -134,24 +147,36 @@ fn print_banner(addr: SocketAddr, admin_mode: &AdminMode) {
          -d '{{\"email\": \"admin@pharmacy.test\", \"password\": \"pharmacy\"}}'"
     );
     println!();
-    match admin_mode {
+    let ttl = caches::RESPONSE_TTL.as_secs();
+    println!(
+        "Caching (product list and detail, customer detail, dashboard; responses kept {ttl} s):"
+    );
+    println!(
+        "  curl -si {base}/api/products/1 | grep -i x-cache   # MISS, then HIT when run again"
+    );
+    println!(
+        "  (a PUT of the product invalidates its entries: the next GET is a MISS with the new data)"
+    );
+    println!();
+    // The admin commands differ only by how they authenticate.
+    let auth = match admin_mode {
         AdminMode::Token => {
             println!("perfscope admin (token from PERFSCOPE_ADMIN_TOKEN):");
-            println!(
-                "  curl -H \"Authorization: Bearer $PERFSCOPE_ADMIN_TOKEN\" {base}/admin/perf/stats"
-            );
-            println!(
-                "  curl -H \"Authorization: Bearer $PERFSCOPE_ADMIN_TOKEN\" {base}/admin/perf/metrics"
-            );
+            "-H \"Authorization: Bearer $PERFSCOPE_ADMIN_TOKEN\" "
         }
         AdminMode::LoopbackOnly => {
             println!(
                 "perfscope admin (loopback-only development mode; set PERFSCOPE_ADMIN_TOKEN to require a token):"
             );
-            println!("  curl {base}/admin/perf/stats");
-            println!("  curl {base}/admin/perf/metrics");
+            ""
         }
-    }
+    };
+    println!("  curl {auth}{base}/admin/perf/stats");
+    println!("  curl {auth}{base}/admin/perf/metrics");
+    println!("  curl {auth}{base}/admin/perf/cache        # hits, misses, hit ratio, per cache");
+    println!(
+        "  curl {auth}-X POST {base}/admin/perf/cache/invalidate -d '{{\"tag\": \"products\"}}'"
+    );
     println!();
     println!("Press Ctrl-C to stop.");
 }

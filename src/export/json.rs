@@ -123,6 +123,8 @@ mod tests {
                 age_ms: 31_000.0,
             }],
             overflow: OverflowStats::default(),
+            #[cfg(feature = "cache")]
+            caches: Vec::new(),
         }
     }
 

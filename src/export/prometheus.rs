@@ -232,7 +232,162 @@ fn write_snapshot(out: &mut String, snapshot: &Snapshot) -> fmt::Result {
         "gauge",
         "Seconds since perfscope started.",
         Float(snapshot.uptime_secs),
-    )
+    )?;
+    #[cfg(feature = "cache")]
+    if !snapshot.caches.is_empty() {
+        write_caches(out, &snapshot.caches)?;
+    }
+    Ok(())
+}
+
+/// The cache families, written only when at least one cache is registered. Labels: `cache` (the cache's
+/// name), and for per-namespace series `namespace` (the first part of a structured key; bounded).
+#[cfg(feature = "cache")]
+fn write_caches(out: &mut String, caches: &[crate::cache::CacheStatsSnapshot]) -> fmt::Result {
+    fn start(out: &mut String, name: &str, suffix: &str, cache: &str) -> fmt::Result {
+        out.write_str(name)?;
+        out.write_str(suffix)?;
+        out.write_str("{cache=\"")?;
+        escape(out, cache, true)?;
+        out.write_char('"')
+    }
+    const LOOKUPS: &str = "perfscope_cache_lookups_total";
+    header(
+        out,
+        LOOKUPS,
+        "counter",
+        "Cache lookups per result (hit, miss, stale_hit, fail_safe_hit).",
+    )?;
+    for c in caches {
+        for (result, n) in [
+            ("hit", c.hits),
+            ("miss", c.misses),
+            ("stale_hit", c.stale_hits),
+            ("fail_safe_hit", c.fail_safe_hits),
+        ] {
+            start(out, LOOKUPS, "", &c.name)?;
+            write!(out, ",result=\"{result}\"")?;
+            value(out, n)?;
+        }
+    }
+    const NAMESPACE_LOOKUPS: &str = "perfscope_cache_namespace_lookups_total";
+    header(
+        out,
+        NAMESPACE_LOOKUPS,
+        "counter",
+        "Cache lookups per key namespace and result.",
+    )?;
+    for c in caches {
+        for ns in &c.namespaces {
+            for (result, n) in [
+                ("hit", ns.hits),
+                ("miss", ns.misses),
+                ("stale_hit", ns.stale_hits),
+            ] {
+                start(out, NAMESPACE_LOOKUPS, "", &c.name)?;
+                out.write_str(",namespace=\"")?;
+                escape(out, &ns.namespace, true)?;
+                write!(out, "\",result=\"{result}\"")?;
+                value(out, n)?;
+            }
+        }
+    }
+    type Read = fn(&crate::cache::CacheStatsSnapshot) -> f64;
+    let per_cache: [(&str, &str, &str, Read); 6] = [
+        (
+            "perfscope_cache_loads_total",
+            "counter",
+            "Loader runs (misses and background refreshes).",
+            |c| c.loads as f64,
+        ),
+        (
+            "perfscope_cache_load_failures_total",
+            "counter",
+            "Loader runs that failed or panicked.",
+            |c| c.load_failures as f64,
+        ),
+        (
+            "perfscope_cache_coalesced_total",
+            "counter",
+            "Callers that waited for another caller's load.",
+            |c| c.coalesced as f64,
+        ),
+        (
+            "perfscope_cache_entries",
+            "gauge",
+            "Entries in the cache.",
+            |c| c.entries as f64,
+        ),
+        (
+            "perfscope_cache_weighted_bytes",
+            "gauge",
+            "Weighted size of the cache's entries, bytes.",
+            |c| c.weighted_bytes as f64,
+        ),
+        (
+            "perfscope_cache_hit_ratio",
+            "gauge",
+            "Served lookups (hits and stale hits) over all lookups.",
+            |c| c.hit_ratio,
+        ),
+    ];
+    for (name, kind, help, read) in per_cache {
+        header(out, name, kind, help)?;
+        for c in caches {
+            start(out, name, "", &c.name)?;
+            value(out, Float(read(c)))?;
+        }
+    }
+    const EVICTIONS: &str = "perfscope_cache_evictions_total";
+    header(
+        out,
+        EVICTIONS,
+        "counter",
+        "Entries removed, by cause (size, expired, explicit, tag).",
+    )?;
+    for c in caches {
+        let e = &c.evictions;
+        for (cause, n) in [
+            ("size", e.size),
+            ("expired", e.expired),
+            ("explicit", e.explicit),
+            ("tag", e.tag),
+        ] {
+            start(out, EVICTIONS, "", &c.name)?;
+            write!(out, ",cause=\"{cause}\"")?;
+            value(out, n)?;
+        }
+    }
+    const LOAD_DURATION: &str = "perfscope_cache_load_duration_seconds";
+    header(
+        out,
+        LOAD_DURATION,
+        "histogram",
+        "Time spent in cache loaders.",
+    )?;
+    for c in caches {
+        let mut last_le = f64::NEG_INFINITY;
+        let mut cumulative = 0_u64;
+        for bucket in &c.load_time_buckets {
+            if !bucket.le_secs.is_finite() || bucket.le_secs <= last_le {
+                continue;
+            }
+            last_le = bucket.le_secs;
+            cumulative = cumulative.max(bucket.count);
+            start(out, LOAD_DURATION, "_bucket", &c.name)?;
+            write!(out, ",le=\"{}\"", Float(bucket.le_secs))?;
+            value(out, cumulative)?;
+        }
+        let count = c.load_time.count.max(cumulative);
+        start(out, LOAD_DURATION, "_bucket", &c.name)?;
+        out.write_str(",le=\"+Inf\"")?;
+        value(out, count)?;
+        start(out, LOAD_DURATION, "_sum", &c.name)?;
+        value(out, Float(c.load_time_sum_secs))?;
+        start(out, LOAD_DURATION, "_count", &c.name)?;
+        value(out, count)?;
+    }
+    Ok(())
 }
 
 /// One histogram series: cumulative buckets, `+Inf`, `_sum` and `_count`.
@@ -452,6 +607,8 @@ mod tests {
                 slow_warnings_suppressed: 6,
                 latency_clamped: 0,
             },
+            #[cfg(feature = "cache")]
+            caches: Vec::new(),
         }
     }
 

@@ -62,29 +62,13 @@ struct RouteCache {
     by_method: [OnceLock<Option<Arc<RouteEntry>>>; 10],
 }
 
-/// The route template of a request, from axum's `MatchedPath` when the `axum` feature is on.
-fn matched_path<B>(request: &Request<B>) -> Option<&str> {
-    #[cfg(feature = "axum")]
-    {
-        request
-            .extensions()
-            .get::<axum::extract::MatchedPath>()
-            .map(|path| path.as_str())
-    }
-    #[cfg(not(feature = "axum"))]
-    {
-        let _ = request;
-        None
-    }
-}
-
 impl<S> Monitor<S> {
     /// Resolves the route of `request` on `context` if it is known here and not yet set.
     fn resolve_route<B>(&self, request: &Request<B>, context: &RequestContext, now: Instant) {
         if context.route_entry().is_some() {
             return;
         }
-        if let Some(template) = matched_path(request) {
+        if let Some(template) = crate::route::matched_path(request) {
             let method = context.method();
             let now_slot = self.state.slot(now);
             let registry = &self.state.registry;

@@ -1,11 +1,15 @@
 //! Customer record: the CRM view of one customer with a summary of their quotations.
+//!
+//! The response is cached (see [`crate::caches`]), tagged `customer:{id}` and `quotations`.
 
-use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use perfscope::cache::CacheTags;
 use serde::Serialize;
 
 use crate::AppState;
+use crate::caches::{QUOTATIONS, customer_tag};
 use crate::error::AppError;
 
 /// How many recent quotations the customer view lists.
@@ -56,7 +60,7 @@ pub(crate) struct CustomerDetail {
 pub(crate) async fn show(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<CustomerDetail>, AppError> {
+) -> Result<(Extension<CacheTags>, Json<CustomerDetail>), AppError> {
     let Path(id) = id?;
     let customer = Customer::find(&state.db, id)
         .await?
@@ -74,9 +78,13 @@ pub(crate) async fn show(
     .bind(RECENT_QUOTATIONS)
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(CustomerDetail {
-        customer,
-        quotation_count,
-        recent_quotations,
-    }))
+    Ok((
+        // The customer's row, and the quotations counted and listed.
+        Extension(CacheTags::new([QUOTATIONS]).with(customer_tag(id))),
+        Json(CustomerDetail {
+            customer,
+            quotation_count,
+            recent_quotations,
+        }),
+    ))
 }

@@ -1,20 +1,30 @@
 //! The management dashboard: a handful of aggregate queries, run concurrently on the pool.
+//!
+//! The aggregates are computed at most once at a time, into the `dashboard` data cache, which keeps serving them
+//! (stale) for a few seconds while one background load replaces them; the response is cached too. Both are
+//! tagged with the tables they were computed from (see [`crate::caches`]).
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
+use perfscope::cache::{CacheTags, Loaded};
 use serde::Serialize;
+use sqlx::SqlitePool;
 
 use crate::AppState;
+use crate::caches::{CUSTOMERS, PRODUCTS, QUOTATIONS};
 use crate::catalog::{LOW_STOCK, STATUS_NAMES};
 use crate::error::AppError;
 
 /// How many products the "most quoted" list shows.
 const TOP_PRODUCTS: i64 = 10;
 
+/// The tables the dashboard is computed from: a change to any of them invalidates it.
+const TABLES: [&str; 3] = [PRODUCTS, CUSTOMERS, QUOTATIONS];
+
 /// A product ranked by the quantity quoted across all quotations.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub(crate) struct TopProduct {
     product_id: i64,
     name: String,
@@ -22,7 +32,7 @@ pub(crate) struct TopProduct {
 }
 
 /// Response of `GET /api/dashboard`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Dashboard {
     products: i64,
     customers: i64,
@@ -35,9 +45,38 @@ pub(crate) struct Dashboard {
     low_stock_threshold: i64,
 }
 
+impl Dashboard {
+    /// Approximate bytes of the value: the struct, the status map and the top-products list.
+    pub(crate) fn weight(&self) -> u64 {
+        let statuses = self.quotations_by_status.len() * size_of::<(&str, i64)>();
+        let top: usize = self
+            .top_products
+            .iter()
+            .map(|top| size_of::<TopProduct>() + top.name.len())
+            .sum();
+        (size_of::<Self>() + statuses + top) as u64
+    }
+}
+
 /// `GET /api/dashboard`
-pub(crate) async fn summary(State(state): State<AppState>) -> Result<Json<Dashboard>, AppError> {
-    let db = &state.db;
+pub(crate) async fn summary(
+    State(state): State<AppState>,
+) -> Result<(Extension<CacheTags>, Json<Dashboard>), AppError> {
+    let db = state.db.clone();
+    let dashboard = state
+        .caches
+        .dashboard
+        .try_get_or_compute(&state.caches.dashboard_key, move || async move {
+            let dashboard = compute(&db).await?;
+            // The loader names what it read; a `PUT /api/products/{id}` invalidates `products`.
+            Ok::<_, AppError>(Loaded::new(dashboard).tags(TABLES))
+        })
+        .await?;
+    Ok((Extension(CacheTags::new(TABLES)), Json(dashboard)))
+}
+
+/// The aggregates, from five queries run concurrently.
+async fn compute(db: &SqlitePool) -> Result<Dashboard, AppError> {
     let (products, customers, by_status, accepted_revenue_cents, top_products) = tokio::try_join!(
         sqlx::query_as::<_, (i64, i64)>(
             "SELECT COUNT(*), COALESCE(SUM(stock < ?1), 0) FROM products"
@@ -70,7 +109,7 @@ pub(crate) async fn summary(State(state): State<AppState>) -> Result<Json<Dashbo
         }
     }
 
-    Ok(Json(Dashboard {
+    Ok(Dashboard {
         products: products.0,
         customers,
         quotations_by_status,
@@ -78,5 +117,5 @@ pub(crate) async fn summary(State(state): State<AppState>) -> Result<Json<Dashbo
         top_products,
         low_stock_products: products.1,
         low_stock_threshold: LOW_STOCK,
-    }))
+    })
 }

@@ -2,13 +2,14 @@
 
 mod auth;
 mod customers;
-mod dashboard;
-mod products;
+pub(crate) mod dashboard;
+pub(crate) mod products;
 mod quotations;
 
 use axum::Json;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
+use perfscope::cache::http::ResponseCacheLayer;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -16,19 +17,23 @@ use crate::error::AppError;
 
 /// Every application route. perfscope labels measurements with these templates (`/api/products/{id}`), never with
 /// the raw path, so the number of series stays bounded.
-pub(crate) fn router() -> Router<AppState> {
+///
+/// `responses` caches the hot GET routes only: they are grouped in a router of their own, which the layer wraps,
+/// and merged with the rest (`PUT /api/products/{id}` joins its `GET` there, uncached).
+pub(crate) fn router(responses: ResponseCacheLayer) -> Router<AppState> {
+    let cached = Router::new()
+        .route("/api/products", get(products::search))
+        .route("/api/products/{id}", get(products::show))
+        .route("/api/customers/{id}", get(customers::show))
+        .route("/api/dashboard", get(dashboard::summary))
+        .layer(responses);
     Router::new()
         .route("/health", get(health))
-        .route("/api/products", get(products::search))
-        .route(
-            "/api/products/{id}",
-            get(products::show).put(products::update),
-        )
-        .route("/api/customers/{id}", get(customers::show))
+        .route("/api/products/{id}", put(products::update))
         .route("/api/quotations", get(quotations::list))
         .route("/api/quotations/{id}", get(quotations::show))
-        .route("/api/dashboard", get(dashboard::summary))
         .route("/api/auth/login", post(auth::login))
+        .merge(cached)
         .fallback(fallback)
 }
 

@@ -1,11 +1,17 @@
 //! Product catalogue: search with pagination, read one, update price, stock or name.
+//!
+//! Reads are cached (see [`crate::caches`]): the list and the detail through the response cache, tagged
+//! `products` and `product:{id}`, and each product's row in the `products` data cache. An update invalidates
+//! them once it has committed.
 
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use perfscope::cache::CacheTags;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
+use crate::caches::{PRODUCTS, product_key, product_tag};
 use crate::error::AppError;
 use crate::pagination::Page;
 
@@ -13,7 +19,7 @@ use crate::pagination::Page;
 const MAX_NAME_CHARS: usize = 200;
 
 /// A product as stored and as returned.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub(crate) struct Product {
     pub(crate) id: i64,
     pub(crate) sku: String,
@@ -22,6 +28,24 @@ pub(crate) struct Product {
     pub(crate) price_cents: i64,
     pub(crate) stock: i64,
     pub(crate) updated_at: String,
+}
+
+impl Product {
+    /// Approximate bytes of the value: the struct and its strings (the cache adds the key and its bookkeeping).
+    pub(crate) fn weight(&self) -> u64 {
+        let strings = [&self.sku, &self.name, &self.category, &self.updated_at];
+        (size_of::<Self>() + strings.iter().map(|s| s.len()).sum::<usize>()) as u64
+    }
+
+    /// Loads one product, `None` when the id does not exist.
+    async fn find(db: &sqlx::SqlitePool, id: i64) -> Result<Option<Self>, sqlx::Error> {
+        sqlx::query_as::<_, Self>(
+            "SELECT id, sku, name, category, price_cents, stock, updated_at FROM products WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(db)
+        .await
+    }
 }
 
 /// Query string of `GET /api/products`.
@@ -47,7 +71,7 @@ pub(crate) struct ProductPage {
 pub(crate) async fn search(
     State(state): State<AppState>,
     params: Result<Query<SearchParams>, QueryRejection>,
-) -> Result<Json<ProductPage>, AppError> {
+) -> Result<(Extension<CacheTags>, Json<ProductPage>), AppError> {
     let Query(params) = params?;
     let page = Page::new(params.page, params.per_page)?;
     let pattern = like_pattern(params.q.as_deref().unwrap_or("").trim());
@@ -69,28 +93,39 @@ pub(crate) async fn search(
     .fetch_all(&state.db)
     .await?;
 
-    Ok(Json(ProductPage {
-        items,
-        page: page.page,
-        per_page: page.per_page,
-        total,
-    }))
+    Ok((
+        // Any product's change can move it in or out of any page.
+        Extension(CacheTags::new([PRODUCTS])),
+        Json(ProductPage {
+            items,
+            page: page.page,
+            per_page: page.per_page,
+            total,
+        }),
+    ))
 }
 
-/// `GET /api/products/{id}`
+/// `GET /api/products/{id}`: the row from the `products` data cache (one load per id however many requests miss
+/// it at once; a missing id is an error, not cached), the response tagged for the response cache.
 pub(crate) async fn show(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
-) -> Result<Json<Product>, AppError> {
+) -> Result<(Extension<CacheTags>, Json<Product>), AppError> {
     let Path(id) = id?;
-    let product = sqlx::query_as::<_, Product>(
-        "SELECT id, sku, name, category, price_cents, stock, updated_at FROM products WHERE id = ?1",
-    )
-    .bind(id)
-    .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| AppError::not_found("product", id))?;
-    Ok(Json(product))
+    let db = state.db.clone();
+    let product = state
+        .caches
+        .products
+        .try_get_or_compute(&product_key(id), move || async move {
+            Product::find(&db, id)
+                .await?
+                .ok_or_else(|| AppError::not_found("product", id))
+        })
+        .await?;
+    Ok((
+        Extension(CacheTags::new([PRODUCTS]).with(product_tag(id))),
+        Json(product),
+    ))
 }
 
 /// Body of `PUT /api/products/{id}`: every field optional, unknown fields rejected so typos do not pass silently.
@@ -135,7 +170,9 @@ impl ProductUpdate {
     }
 }
 
-/// `PUT /api/products/{id}`: updates the given fields and `updated_at`, returns the product as stored.
+/// `PUT /api/products/{id}`: updates the given fields and `updated_at`, returns the product as stored. Once the
+/// update has committed, the cached copies of the product and of everything listing it are invalidated, so the
+/// next read shows the change.
 pub(crate) async fn update(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
@@ -160,6 +197,7 @@ pub(crate) async fn update(
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(|| AppError::not_found("product", id))?;
+    state.caches.product_changed(id);
     Ok(Json(product))
 }
 

@@ -1,0 +1,559 @@
+//! [`ResponseCacheLayer`], its builder, and the state its services share.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, StatusCode};
+use tokio::time::Instant;
+use tower_layer::Layer;
+
+use super::entry::{CachedResponse, DEFAULT_STORED_HEADERS, Entry, Stored};
+use super::extensions::take_tags;
+use super::flight::Flights;
+use super::key::{DEFAULT_KEY_HEADERS, KeyConfig, QueryKey, ResponseKey, VarySpec};
+use super::policy::{Freshness, Lifetimes, SkipReason, storable};
+use super::service::ResponseCache;
+use crate::cache::{Cache, Loaded};
+use crate::error::BuildError;
+
+/// The store of a response cache.
+pub type ResponseStore = Cache<ResponseKey, CachedResponse>;
+
+/// The name of the store a layer builds for itself.
+pub const DEFAULT_STORE_NAME: &str = "http_responses";
+
+/// Default bound of the layer's own store: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+/// Default largest body stored: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// Default longest key: 4 KiB.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 4 << 10;
+/// Default most tags per response: 16.
+pub const DEFAULT_MAX_RESPONSE_TAGS: usize = 16;
+
+/// A tower layer that answers `GET`/`HEAD` requests from stored responses; see the [module docs](super).
+///
+/// Cloning is cheap (one `Arc`): `Router::layer` clones it once per route, and every clone shares one store and
+/// one set of statistics.
+#[derive(Debug, Clone)]
+pub struct ResponseCacheLayer {
+    shared: Arc<Shared>,
+}
+
+impl ResponseCacheLayer {
+    /// A builder with the default settings.
+    pub fn builder() -> ResponseCacheBuilder {
+        ResponseCacheBuilder::default()
+    }
+
+    /// What this layer did so far, and the size of its store.
+    pub fn stats(&self) -> ResponseCacheStats {
+        self.shared.stats.snapshot(&self.shared.store)
+    }
+
+    /// The store: invalidate tags here (`layer.store().invalidate_tag("products")`), read its statistics, or
+    /// register its [`handle`](Cache::handle) for exports and the admin endpoints.
+    pub fn store(&self) -> &ResponseStore {
+        &self.shared.store
+    }
+}
+
+impl<S> Layer<S> for ResponseCacheLayer {
+    type Service = ResponseCache<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResponseCache::new(inner, self.shared.clone())
+    }
+}
+
+/// Builds a [`ResponseCacheLayer`]. Every setting has a default; `build` checks them.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ResponseCacheBuilder {
+    store: Option<ResponseStore>,
+    max_bytes: u64,
+    lifetimes: Lifetimes,
+    max_body: usize,
+    max_key_bytes: usize,
+    max_tags: usize,
+    query: Option<Vec<String>>,
+    key_headers: Vec<String>,
+    stored_headers: Vec<String>,
+    key_by_identity: bool,
+    honor_request_directives: bool,
+}
+
+impl Default for ResponseCacheBuilder {
+    fn default() -> Self {
+        ResponseCacheBuilder {
+            store: None,
+            max_bytes: DEFAULT_MAX_BYTES,
+            lifetimes: Lifetimes::default(),
+            max_body: DEFAULT_MAX_BODY,
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_tags: DEFAULT_MAX_RESPONSE_TAGS,
+            query: None,
+            key_headers: DEFAULT_KEY_HEADERS
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+            stored_headers: DEFAULT_STORED_HEADERS
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect(),
+            key_by_identity: false,
+            honor_request_directives: false,
+        }
+    }
+}
+
+impl ResponseCacheBuilder {
+    /// Uses `store` instead of a store of the layer's own; several layers (one per route, each with its own
+    /// settings) can share one. Build it bounded by weight with [`CachedResponse::weigh`]:
+    /// `Cache::builder().max_weight(64 << 20).weigher(CachedResponse::weigh).build()`. `max_bytes` is then
+    /// not used.
+    pub fn store(mut self, store: ResponseStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Bound of the layer's own store, in bytes of keys, bodies, headers and bookkeeping (default 64 MiB).
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Lifetime of responses that have no `s-maxage`/`max-age`; without it they are not stored.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.lifetimes.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Upper bound on any lifetime, whatever the response says.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.lifetimes.max_ttl = Some(ttl);
+        self
+    }
+
+    /// `stale-while-revalidate` for responses that do not give one.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.lifetimes.stale_while_revalidate = Some(window);
+        self
+    }
+
+    /// `stale-if-error` for responses that do not give one.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.lifetimes.stale_if_error = Some(window);
+        self
+    }
+
+    /// Largest body stored (default 1 MiB); larger bodies stream through unstored.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Longest cache key (default 4 KiB); requests with a longer key bypass the cache.
+    pub fn max_key_bytes(mut self, bytes: usize) -> Self {
+        self.max_key_bytes = bytes;
+        self
+    }
+
+    /// Most tags per response (default 16); a response with more is not stored.
+    pub fn max_tags(mut self, tags: usize) -> Self {
+        self.max_tags = tags;
+        self
+    }
+
+    /// Keys only these query parameters (sorted by name); the others are ignored, so `?cb=<random>` cannot
+    /// create entries. Every parameter the handler reads must be listed, or responses for different values of
+    /// an unlisted one would be shared.
+    pub fn query_allowlist<I, T>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.query = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Also keys the values of this request header (a tenant header, for example).
+    pub fn key_header(mut self, name: impl Into<String>) -> Self {
+        self.key_headers.push(name.into());
+        self
+    }
+
+    /// Replaces the keyed request headers (by default the forwarding headers: `Forwarded`, `X-Forwarded-Host`,
+    /// `X-Forwarded-Proto`, `X-Forwarded-Scheme`, `X-Forwarded-Prefix`, `X-Forwarded-Port`, `X-Host`,
+    /// `X-Original-Host`, `X-Original-URL`, `X-Rewrite-URL`). Leave out only headers the handlers never read.
+    pub fn key_headers<I, T>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.key_headers = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Also stores this response header (by default only representation headers such as `Content-Type`,
+    /// `Cache-Control`, `ETag`, `Last-Modified`, `Vary`, `Link` and a few CORS and security headers are stored).
+    pub fn store_header(mut self, name: impl Into<String>) -> Self {
+        self.stored_headers.push(name.into());
+        self
+    }
+
+    /// Lets requests with `Authorization` or `Cookie` use the cache when they carry a
+    /// [`CacheIdentity`](super::CacheIdentity), which is then part of the key. Use it on routes whose
+    /// authentication middleware sets the identity.
+    pub fn key_by_identity(mut self) -> Self {
+        self.key_by_identity = true;
+        self
+    }
+
+    /// Lets a request's `Cache-Control: no-cache` / `max-age=0` (and `Pragma: no-cache`) skip the stored
+    /// response and refresh it. Off by default: any client could otherwise send every request to the handler.
+    pub fn honor_request_directives(mut self, honor: bool) -> Self {
+        self.honor_request_directives = honor;
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<ResponseCacheLayer, BuildError> {
+        range(
+            "max_bytes",
+            self.max_bytes,
+            4 << 10,
+            u64::MAX,
+            "at least 4096",
+        )?;
+        range(
+            "max_body",
+            self.max_body as u64,
+            1,
+            64 << 20,
+            "between 1 and 64 MiB",
+        )?;
+        range(
+            "max_key_bytes",
+            self.max_key_bytes as u64,
+            256,
+            64 << 10,
+            "between 256 and 65536",
+        )?;
+        range("max_tags", self.max_tags as u64, 0, 256, "at most 256")?;
+        for (setting, ttl) in [
+            ("default_ttl", self.lifetimes.default_ttl),
+            ("max_ttl", self.lifetimes.max_ttl),
+        ] {
+            if ttl.is_some_and(|ttl| ttl.is_zero()) {
+                return Err(BuildError::OutOfRange {
+                    setting,
+                    expected: "more than zero",
+                    got: "0s".to_owned(),
+                });
+            }
+        }
+        let key_headers = header_names("key_header", &self.key_headers)?;
+        let stored_headers = header_names("store_header", &self.stored_headers)?;
+        let config = Config {
+            key: KeyConfig {
+                query: match self.query {
+                    None => QueryKey::All,
+                    Some(names) => {
+                        QueryKey::Allow(names.into_iter().map(String::into_boxed_str).collect())
+                    }
+                },
+                headers: key_headers,
+                max_key_bytes: self.max_key_bytes,
+            },
+            lifetimes: self.lifetimes,
+            max_body: self.max_body,
+            max_tags: self.max_tags,
+            key_by_identity: self.key_by_identity,
+            honor_request_directives: self.honor_request_directives,
+            stored_headers,
+        };
+        let store = match self.store {
+            Some(store) => store,
+            None => Cache::builder()
+                .name(DEFAULT_STORE_NAME)
+                .max_weight(self.max_bytes)
+                .weigher(CachedResponse::weigh)
+                .build()?,
+        };
+        Ok(ResponseCacheLayer {
+            shared: Arc::new(Shared {
+                store,
+                config,
+                flights: Arc::default(),
+                stats: Stats::default(),
+            }),
+        })
+    }
+}
+
+fn range(
+    setting: &'static str,
+    got: u64,
+    min: u64,
+    max: u64,
+    expected: &'static str,
+) -> Result<(), BuildError> {
+    if (min..=max).contains(&got) {
+        Ok(())
+    } else {
+        Err(BuildError::OutOfRange {
+            setting,
+            expected,
+            got: got.to_string(),
+        })
+    }
+}
+
+fn header_names(setting: &'static str, names: &[String]) -> Result<Box<[HeaderName]>, BuildError> {
+    let mut parsed: Vec<HeaderName> = Vec::with_capacity(names.len());
+    for name in names {
+        let header =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| BuildError::InvalidHeaderName {
+                setting,
+                name: name.clone(),
+            })?;
+        if !parsed.contains(&header) {
+            parsed.push(header);
+        }
+    }
+    Ok(parsed.into_boxed_slice())
+}
+
+/// The settings of one layer.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) key: KeyConfig,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) max_body: usize,
+    pub(crate) max_tags: usize,
+    pub(crate) key_by_identity: bool,
+    pub(crate) honor_request_directives: bool,
+    pub(crate) stored_headers: Box<[HeaderName]>,
+}
+
+/// What the services of one layer share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: ResponseStore,
+    pub(crate) config: Config,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) stats: Stats,
+}
+
+/// A response that may be stored once its body is read.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    freshness: Freshness,
+    vary: Option<VarySpec>,
+    /// Where the response goes: the base key, or the variant key when it has a `Vary`.
+    key: ResponseKey,
+    tags: Vec<std::sync::Arc<str>>,
+}
+
+impl Shared {
+    /// The stored response for a request: the entry at the base key, or, when that holds `Vary` names, the
+    /// entry at the request's variant key.
+    pub(crate) fn lookup(&self, base: &ResponseKey, request: &HeaderMap) -> Option<CachedResponse> {
+        // `Cache::get` also counts the lookup on the task's current request, if any; the layer's `call` runs
+        // outside the request's task-local scope, so a request is counted once, by the layer.
+        let found = self.store.get(base)?;
+        match found.entry() {
+            Entry::Response(stored) if stored.vary.is_none() => Some(found),
+            Entry::Response(_) => None,
+            Entry::Vary(spec) => {
+                let variant = spec.variant_key(base, request, self.config.key.max_key_bytes)?;
+                let found = self.store.get(&variant)?;
+                match found.entry() {
+                    Entry::Response(stored) if stored.vary.as_ref() == Some(spec) => Some(found),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Whether a response may be stored: its tags (the `Cache-Tag` header is removed either way), status,
+    /// directives, `Vary` and announced size. Counts the reason when not.
+    pub(crate) fn prepare(
+        &self,
+        base: &ResponseKey,
+        request: &HeaderMap,
+        status: StatusCode,
+        headers: &mut HeaderMap,
+        tags: Option<super::CacheTags>,
+        body_lower_bound: u64,
+    ) -> Result<Pending, SkipReason> {
+        let config = &self.config;
+        let result = take_tags(tags, headers, config.max_tags)
+            .map_err(|()| SkipReason::Tags)
+            .and_then(|tags| {
+                let freshness = storable(status, headers, &config.lifetimes)?;
+                let vary = VarySpec::from_response(headers).map_err(|_| SkipReason::Vary)?;
+                // An event stream is never complete enough to store, and reading it ahead would hold its
+                // first events back.
+                if body_lower_bound > config.max_body as u64 || is_event_stream(headers) {
+                    return Err(SkipReason::Body);
+                }
+                let key = match &vary {
+                    Some(spec) => spec
+                        .variant_key(base, request, config.key.max_key_bytes)
+                        .ok_or(SkipReason::KeyTooLarge)?,
+                    None => base.clone(),
+                };
+                Ok(Pending {
+                    freshness,
+                    vary,
+                    key,
+                    tags,
+                })
+            });
+        if let Err(reason) = result {
+            self.stats.skip(reason);
+        }
+        result
+    }
+
+    /// Stores a response whose body was read in full; returns the key it went under and the stored value.
+    pub(crate) fn store(
+        &self,
+        base: &ResponseKey,
+        pending: Pending,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> (ResponseKey, CachedResponse) {
+        let Pending {
+            freshness,
+            vary,
+            key,
+            tags,
+        } = pending;
+        // The store keeps the entry for its whole life (fresh and stale windows); the layer tells fresh from
+        // stale itself, from when it was stored.
+        let keep_for = freshness.keep_for();
+        let stored = Stored::new(
+            status,
+            headers,
+            &self.config.stored_headers,
+            body,
+            Instant::now(),
+            freshness,
+            vary.clone(),
+        );
+        let value = CachedResponse::response(stored);
+        if let Some(spec) = vary {
+            let record = Loaded::new(CachedResponse::vary(spec))
+                .ttl(keep_for)
+                .stale_for(Duration::ZERO);
+            self.store.insert_with(base.clone(), record);
+        }
+        let tags = tags.iter().map(|tag| tag.to_string());
+        let loaded = Loaded::new(value.clone())
+            .ttl(keep_for)
+            .stale_for(Duration::ZERO)
+            .tags(tags);
+        self.store.insert_with(key.clone(), loaded);
+        self.stats.stores.fetch_add(1, Ordering::Relaxed);
+        (key, value)
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| {
+            value
+                .as_bytes()
+                .trim_ascii_start()
+                .starts_with(b"text/event-stream")
+        })
+}
+
+/// Counters of one layer.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) hits: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) bypassed: AtomicU64,
+    pub(crate) stores: AtomicU64,
+    pub(crate) not_modified: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    skipped: [AtomicU64; SkipReason::ALL.len()],
+}
+
+impl Stats {
+    pub(crate) fn skip(&self, reason: SkipReason) {
+        if let Some(counter) = self.skipped.get(reason.index()) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self, store: &ResponseStore) -> ResponseCacheStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let store = store.stats();
+        ResponseCacheStats {
+            hits: load(&self.hits),
+            stale: load(&self.stale),
+            misses: load(&self.misses),
+            bypassed: load(&self.bypassed),
+            stores: load(&self.stores),
+            not_modified: load(&self.not_modified),
+            coalesced: load(&self.coalesced),
+            refreshes: load(&self.refreshes),
+            entries: store.entries,
+            weighted_bytes: store.weighted_bytes,
+            max_bytes: store.max_weight_bytes,
+            skipped: std::array::from_fn(|i| load(&self.skipped[i])),
+        }
+    }
+}
+
+/// A copy of a [`ResponseCacheLayer`]'s counters and the size of its store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResponseCacheStats {
+    /// Responses served fresh from the store (`X-Cache: HIT`, including `304`s and waiters served after a
+    /// single-flight load).
+    pub hits: u64,
+    /// Responses served stale (`X-Cache: STALE`): within `stale-while-revalidate`, or instead of an error.
+    pub stale: u64,
+    /// Requests that looked up, found nothing usable, and went to the handler (`X-Cache: MISS`).
+    pub misses: u64,
+    /// Requests that could not use the cache (`X-Cache: BYPASS`).
+    pub bypassed: u64,
+    /// Responses stored.
+    pub stores: u64,
+    /// `304 Not Modified` answers sent from the store.
+    pub not_modified: u64,
+    /// Requests that waited for another request's load of the same key instead of calling the handler.
+    pub coalesced: u64,
+    /// Background refreshes that stored a new response.
+    pub refreshes: u64,
+    /// Entries in the store (responses and `Vary` records; shared with other layers using the same store).
+    pub entries: u64,
+    /// Weight of the store in bytes (keys, bodies, headers, bookkeeping).
+    pub weighted_bytes: u64,
+    /// The store's weight bound in bytes, if it has one.
+    pub max_bytes: Option<u64>,
+    skipped: [u64; SkipReason::ALL.len()],
+}
+
+impl ResponseCacheStats {
+    /// How many requests bypassed the cache, or responses were not stored, for `reason`.
+    pub fn skipped(&self, reason: SkipReason) -> u64 {
+        self.skipped.get(reason.index()).copied().unwrap_or(0)
+    }
+}

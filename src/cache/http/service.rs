@@ -1,0 +1,292 @@
+//! [`ResponseCache`], the service of [`ResponseCacheLayer`](super::ResponseCacheLayer).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
+use http::{HeaderMap, Method, Request, Response};
+use http_body::Body;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::body::{ReadAhead, ReadEnd};
+use super::entry::{CacheStatus, CachedResponse, Entry, Stored, Usability};
+use super::extensions::{CACHE_TAG_HEADER, CacheIdentity, CacheTags};
+use super::flight::{FlightGuard, Joined};
+use super::future::{Miss, ResponseFuture};
+use super::key::{KeyInput, ResponseKey, base_key};
+use super::layer::{Shared, Stats};
+use super::policy::{SkipReason, classify_request};
+use crate::context::RequestContext;
+
+/// The service of [`ResponseCacheLayer`](super::ResponseCacheLayer): answers from the store, or calls the inner
+/// service and stores what it may. Keeps the inner service's error type.
+#[derive(Debug, Clone)]
+pub struct ResponseCache<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> ResponseCache<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        ResponseCache { inner, shared }
+    }
+}
+
+/// The stored response inside a looked-up value.
+pub(crate) fn stored(value: &CachedResponse) -> Option<&Stored> {
+    match value.entry() {
+        Entry::Response(stored) => Some(stored),
+        Entry::Vary(_) => None,
+    }
+}
+
+/// A stored response as the answer to `request_headers`: `304` when `If-None-Match` matches, else the full
+/// response (header-only for `HEAD`). Counts it and records a hit on the request's context.
+pub(crate) fn answer<B: Body>(
+    shared: &Shared,
+    stored: &Stored,
+    request_headers: &HeaderMap,
+    head: bool,
+    status: CacheStatus,
+    context: Option<&RequestContext>,
+) -> Response<super::ResponseBody<B>> {
+    let now = Instant::now();
+    let stats = &shared.stats;
+    Stats::add(if status == CacheStatus::Stale {
+        &stats.stale
+    } else {
+        &stats.hits
+    });
+    if let Some(context) = context {
+        context.record_cache_hit();
+    }
+    let response = if super::etag::none_match(request_headers, &stored.etag) {
+        Stats::add(&stats.not_modified);
+        stored.not_modified(now, status)
+    } else {
+        stored.to_response(now, status, head)
+    };
+    response.map(super::ResponseBody::full)
+}
+
+/// Removes the headers that would make the handler answer with something other than the full response.
+pub(crate) fn strip_conditionals(headers: &mut HeaderMap) {
+    for name in [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_RANGE, RANGE] {
+        headers.remove(name);
+    }
+}
+
+/// Removes the tag header from a response that is not stored.
+pub(crate) fn strip_tags(headers: &mut HeaderMap) {
+    headers.remove(CACHE_TAG_HEADER);
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body + Send + 'static,
+{
+    type Response = Response<super::ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let shared = &self.shared;
+        let config = &shared.config;
+        let context = request
+            .extensions()
+            .get::<RequestContext>()
+            .cloned()
+            .or_else(RequestContext::current);
+        let identity = request.extensions().get::<CacheIdentity>();
+        let usage = match classify_request(
+            request.method(),
+            request.headers(),
+            config.key_by_identity && identity.is_some(),
+            config.honor_request_directives,
+        ) {
+            Ok(usage) => usage,
+            Err(reason) => return self.bypass(request, reason),
+        };
+        let input = KeyInput {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            route: crate::route::matched_path(&request),
+            // A present identity is always keyed: never less specific than without it.
+            identity: identity.map(CacheIdentity::as_bytes),
+        };
+        let Some(base) = base_key(input, &config.key) else {
+            return self.bypass(request, SkipReason::KeyTooLarge);
+        };
+        let head = request.method() == Method::HEAD;
+        if !usage.store && !head {
+            shared.stats.skip(SkipReason::RequestNoStore);
+        }
+
+        let mut fallback = None;
+        if !usage.skip_lookup
+            && let Some(found) = shared.lookup(&base, request.headers())
+            && let Some(entry) = stored(&found)
+        {
+            match entry.usability(Instant::now()) {
+                Usability::Fresh => {
+                    let response = answer(
+                        shared,
+                        entry,
+                        request.headers(),
+                        head,
+                        CacheStatus::Hit,
+                        context.as_ref(),
+                    );
+                    return ResponseFuture::ready(response);
+                }
+                Usability::Stale => {
+                    let response = answer(
+                        shared,
+                        entry,
+                        request.headers(),
+                        head,
+                        CacheStatus::Stale,
+                        context.as_ref(),
+                    );
+                    if usage.store {
+                        self.refresh(request, &base);
+                    }
+                    return ResponseFuture::ready(response);
+                }
+                Usability::IfError => fallback = Some(found),
+                Usability::Expired => {}
+            }
+        }
+
+        let mut miss = Miss {
+            shared: shared.clone(),
+            base,
+            // Kept to answer `If-None-Match` with a stale response instead of an error.
+            request_headers: fallback.is_some().then(|| request.headers().clone()),
+            guard: None,
+            deferred: None,
+            context,
+            head,
+            store: usage.store,
+            fallback,
+            started: Instant::now(),
+        };
+        if !usage.store {
+            return ResponseFuture::calling(self.inner.call(request), miss);
+        }
+        match shared.flights.join(&miss.base) {
+            Joined::Leader(guard) => {
+                miss.guard = Some(guard);
+                miss.request_headers = Some(request.headers().clone());
+                strip_conditionals(request.headers_mut());
+                ResponseFuture::calling(self.inner.call(request), miss)
+            }
+            Joined::Waiter(receiver) => {
+                Stats::add(&shared.stats.coalesced);
+                miss.deferred = Some((self.inner.clone(), request));
+                ResponseFuture::waiting(receiver, miss)
+            }
+        }
+    }
+}
+
+impl<S> ResponseCache<S> {
+    fn bypass<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        reason: SkipReason,
+    ) -> ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        ResBody: Body,
+    {
+        let stats = &self.shared.stats;
+        Stats::add(&stats.bypassed);
+        stats.skip(reason);
+        ResponseFuture::bypass(self.inner.call(request))
+    }
+
+    /// Refreshes a stale entry in the background, once per key: the request is answered from the store already,
+    /// so it is sent to a clone of the inner service on a task of its own. Without a tokio runtime there is no
+    /// refresh, and the entry is loaded again once it expires.
+    fn refresh<ReqBody, ResBody>(&mut self, mut request: Request<ReqBody>, base: &ResponseKey)
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: Body + Send + 'static,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(guard) = self.shared.flights.try_lead(base) else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let service = self.inner.clone();
+        let base = base.clone();
+        let request_headers = request.headers().clone();
+        strip_conditionals(request.headers_mut());
+        runtime.spawn(refresh(
+            shared,
+            service,
+            request,
+            request_headers,
+            base,
+            guard,
+        ));
+    }
+}
+
+async fn refresh<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    mut service: S,
+    request: Request<ReqBody>,
+    request_headers: HeaderMap,
+    base: ResponseKey,
+    guard: FlightGuard,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    if std::future::poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let Ok(response) = service.call(request).await else {
+        return;
+    };
+    let (mut parts, body) = response.into_parts();
+    let tags = parts.extensions.remove::<CacheTags>();
+    let Ok(pending) = shared.prepare(
+        &base,
+        &request_headers,
+        parts.status,
+        &mut parts.headers,
+        tags,
+        body.size_hint().lower(),
+    ) else {
+        return;
+    };
+    let mut reader = ReadAhead::new(body);
+    let limit = shared.config.max_body;
+    let ReadEnd::Complete = std::future::poll_fn(|cx| reader.poll_read(cx, limit)).await else {
+        shared.stats.skip(SkipReason::Body);
+        return;
+    };
+    let body = reader.into_bytes();
+    let (stored_under, value) = shared.store(&base, pending, parts.status, &parts.headers, body);
+    Stats::add(&shared.stats.refreshes);
+    guard.complete(&stored_under, &value);
+}

@@ -1,0 +1,28 @@
+#![doc = include_str!("../../docs/cache.md")]
+
+mod builder;
+mod clock;
+mod entry;
+mod error;
+mod handle;
+mod key;
+mod loaded;
+mod pattern;
+mod slot;
+mod stats;
+mod store;
+mod sweeper;
+mod tags;
+
+pub use builder::{
+    CacheBuilder, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_NAMESPACES, DEFAULT_MAX_TAGS,
+    DEFAULT_SWEEP_INTERVAL,
+};
+pub use error::{KeyParseError, LoadError};
+pub use handle::CacheHandle;
+pub use key::{CacheKey, PREFIX_DEPTH};
+pub use loaded::{CacheStatus, Fetched, Loaded};
+pub use stats::{CacheStatsSnapshot, Evictions, Invalidations, NamespaceStats, TagStats};
+pub use store::Cache;
+pub mod http;
+pub use http::{CacheTags, ResponseCacheLayer};

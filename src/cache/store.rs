@@ -1,0 +1,925 @@
+//! [`Cache`]: the table, lookups, single-flight loads, stale-while-revalidate, fail-safe and invalidation.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use quick_cache::sync::{EntryAction, EntryResult};
+use tokio::time::Instant;
+
+use super::builder::{CacheBuilder, Weigher};
+use super::clock::{Clock, Jitter, NEVER, nanos};
+use super::entry::{EntryLifecycle, EntryWeighter, Meta, Stored};
+use super::error::{LoadError, panic_message};
+use super::key::{
+    CacheKey, is_text_key, key_from_text, key_text, prefix_tag, strip_wildcard, text_namespace,
+    text_prefixes,
+};
+use super::loaded::{CacheStatus, Fetched, Loaded, run_loader};
+use super::pattern::{Patterns, glob_match};
+use super::slot;
+use super::stats::{Counter, NO_NAMESPACE, Stats};
+use super::tags::{Seq, TagId, TagKind, TagTable};
+use crate::context::RequestContext;
+
+/// Bytes the table spends per entry beyond the key and the stored value (slab links, hash slot, ghost share).
+const TABLE_OVERHEAD: u64 = 32;
+
+pub(crate) type Table<K, V> = quick_cache::sync::Cache<
+    K,
+    Stored<V>,
+    EntryWeighter,
+    quick_cache::DefaultHashBuilder,
+    EntryLifecycle<K, V>,
+>;
+
+/// Checked settings from the builder.
+pub(crate) struct Config<K, V> {
+    pub(crate) name: Arc<str>,
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) max_weight: Option<u64>,
+    pub(crate) weight_mode: EntryWeighter,
+    pub(crate) capacity: u64,
+    pub(crate) estimated_entries: usize,
+    pub(crate) initial_capacity: usize,
+    pub(crate) shards: Option<usize>,
+    pub(crate) weigher: Option<Weigher<K, V>>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) stale_for: Duration,
+    pub(crate) fail_safe_max: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) jitter_seed: u64,
+    pub(crate) max_tags: u32,
+    pub(crate) max_namespaces: usize,
+    pub(crate) namespace: Option<fn(&K) -> &str>,
+    pub(crate) sweep_interval: Option<Duration>,
+}
+
+/// How a stored value may be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Fresh,
+    Stale,
+    Expired { fail_safe: bool },
+    Dead(DeadBy),
+}
+
+/// What made an entry unreadable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeadBy {
+    /// `clear()` after it was computed.
+    Clear,
+    /// An invalidation of one of its tags or key prefixes after it was computed.
+    Tag,
+}
+
+pub(crate) struct Inner<K, V> {
+    pub(crate) name: Arc<str>,
+    pub(crate) table: Table<K, V>,
+    pub(crate) clock: Clock,
+    pub(crate) seq: Seq,
+    /// The clock value of the last `clear()`.
+    pub(crate) cleared: AtomicU64,
+    pub(crate) tags: TagTable,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) patterns: Patterns,
+    ttl: Option<u64>,
+    stale_for: u64,
+    pub(crate) fail_safe_max: u64,
+    jitter: Jitter,
+    weigher: Option<Weigher<K, V>>,
+    pub(crate) weight_mode: EntryWeighter,
+    namespace: Option<fn(&K) -> &str>,
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) max_weight: Option<u64>,
+    /// Ids of stored values being refreshed in the background.
+    refreshing: Mutex<HashSet<u32>>,
+    pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) sweeper_started: AtomicBool,
+    pub(crate) sweeper: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl<K, V> Drop for Inner<K, V> {
+    fn drop(&mut self) {
+        if let Some(task) = self.sweeper.get_mut().take() {
+            task.abort();
+        }
+    }
+}
+
+/// An in-process cache with TTLs, tags, single-flight loads and statistics; cheap to clone (an `Arc` inside).
+///
+/// See the [module documentation](super) for the concepts and the race guarantee.
+pub struct Cache<K, V> {
+    pub(crate) inner: Arc<Inner<K, V>>,
+}
+
+impl<K, V> Clone for Cache<K, V> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for Cache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &&*self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[inline]
+fn request_hit() {
+    if let Some(context) = RequestContext::current() {
+        context.record_cache_hit();
+    }
+}
+
+#[cold]
+fn request_miss(load_time: Duration) {
+    if let Some(context) = RequestContext::current() {
+        context.record_cache_miss(load_time);
+    }
+}
+
+/// Removes a refreshing id when the refresh ends, however it ends.
+struct RefreshDone<K, V> {
+    inner: Arc<Inner<K, V>>,
+    id: u32,
+}
+
+impl<K, V> Drop for RefreshDone<K, V> {
+    fn drop(&mut self) {
+        self.inner.refreshing.lock().remove(&self.id);
+    }
+}
+
+/// What a locked lookup found.
+enum Found<V> {
+    Fresh(Stored<V>, u64),
+    Stale(Stored<V>, u64),
+}
+
+impl<K, V> Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Why `stored` may not be read any more, if it was invalidated.
+    #[inline]
+    pub(crate) fn dead_by(&self, stored: &Stored<V>) -> Option<DeadBy> {
+        let born = stored.meta.born;
+        if self.cleared.load(Ordering::SeqCst) > born {
+            Some(DeadBy::Clear)
+        } else if !self.tags.all_live(stored.meta.tags(), born) {
+            Some(DeadBy::Tag)
+        } else {
+            None
+        }
+    }
+
+    /// The time to judge `stored` by: the clock only when the entry can expire.
+    #[inline]
+    pub(crate) fn now_for(&self, stored: &Stored<V>) -> u64 {
+        if stored.meta.fresh_until == NEVER {
+            0
+        } else {
+            self.clock.now()
+        }
+    }
+
+    pub(crate) fn keep_until(&self, stored: &Stored<V>) -> u64 {
+        stored.meta.stale_until.saturating_add(self.fail_safe_max)
+    }
+
+    #[inline]
+    pub(crate) fn classify(&self, stored: &Stored<V>, now: u64) -> State {
+        if let Some(by) = self.dead_by(stored) {
+            State::Dead(by)
+        } else if now < stored.meta.fresh_until {
+            State::Fresh
+        } else if now < stored.meta.stale_until {
+            State::Stale
+        } else {
+            State::Expired {
+                fail_safe: now < self.keep_until(stored),
+            }
+        }
+    }
+
+    /// Time since `stored` was written, judged at `now` (0: read the clock); zero unless `with_age`.
+    fn age(&self, stored: &Stored<V>, now: u64, with_age: bool) -> Duration {
+        if !with_age {
+            return Duration::ZERO;
+        }
+        let now = if now == 0 { self.clock.now() } else { now };
+        Duration::from_nanos(now.saturating_sub(stored.meta.created))
+    }
+
+    /// The statistics namespace of `key`.
+    pub(crate) fn namespace_of(&self, key: &K) -> u16 {
+        let name = match self.namespace {
+            Some(namespace) => Some(namespace(key)),
+            None => key_text(key).and_then(|(text, always)| text_namespace(text, always)),
+        };
+        name.map_or(NO_NAMESPACE, |name| self.stats.namespaces.resolve(name))
+    }
+
+    /// Counts the removal of `stored` for `reason`.
+    pub(crate) fn count_removal(&self, stored: &Stored<V>, state: State) {
+        let counter = match state {
+            State::Dead(DeadBy::Tag) => Counter::EvictTag,
+            State::Dead(DeadBy::Clear) => Counter::EvictExplicit,
+            _ => Counter::EvictExpired,
+        };
+        self.stats.add(slot::current(), stored.meta.ns, counter, 1);
+    }
+
+    /// Builds the stored form of `loaded`, interning its tags and its key's prefix tags.
+    fn make_stored(&self, key: &K, loaded: Loaded<V>, born: u64, ns: u16) -> Stored<V> {
+        let Loaded {
+            value,
+            tags,
+            ttl,
+            stale_for,
+            ..
+        } = loaded;
+        let mut ids: Vec<TagId> = Vec::new();
+        for tag in &tags {
+            ids.push(self.tags.intern(TagKind::User, tag));
+        }
+        let mut key_bytes = 0;
+        if let Some((text, _)) = key_text(key) {
+            key_bytes = 16 + text.len() as u64;
+            if let Some(key) = (key as &dyn std::any::Any).downcast_ref::<CacheKey>() {
+                ids.extend(key.prefixes().map(|p| self.tags.intern(TagKind::Prefix, p)));
+            } else {
+                ids.extend(text_prefixes(text).map(|p| self.tags.intern(TagKind::Prefix, p)));
+            }
+        }
+        let now = self.clock.now();
+        let mut meta = Meta::new(born, now, ns, &ids);
+        let fresh_for = ttl.map(nanos).or(self.ttl);
+        meta.fresh_until =
+            fresh_for.map_or(NEVER, |ttl| now.saturating_add(self.jitter.apply(ttl)));
+        meta.stale_until = if meta.fresh_until == NEVER {
+            NEVER
+        } else {
+            meta.fresh_until
+                .saturating_add(stale_for.map_or(self.stale_for, nanos))
+        };
+        let value_bytes = self.weigher.as_ref().map_or(0, |weigh| weigh(key, &value));
+        let bytes = TABLE_OVERHEAD
+            + std::mem::size_of::<K>() as u64
+            + std::mem::size_of::<Stored<V>>() as u64
+            + key_bytes
+            + meta.tags_heap_bytes()
+            + value_bytes;
+        meta.bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        Stored { value, meta }
+    }
+
+    /// Whether `stored` for `key` may be written now; `Err` when an invalidation already made it unreadable.
+    /// The returned gate must be held until the write is done.
+    fn admit<'a>(
+        &'a self,
+        key: &K,
+        stored: &Stored<V>,
+    ) -> Result<Option<parking_lot::RwLockReadGuard<'a, ()>>, ()> {
+        if self.dead_by(stored).is_some() {
+            return Err(());
+        }
+        if !is_text_key::<K>() {
+            return Ok(None);
+        }
+        let gate = self.patterns.enter(slot::current());
+        match key_text(key) {
+            Some((text, _)) if self.patterns.refuses(stored.meta.born, text) => Err(()),
+            _ => Ok(gate),
+        }
+    }
+
+    /// The slow end of `get`: removes what can never be read again, counts the miss.
+    #[cold]
+    #[inline(never)]
+    fn missed(&self, key: &K, found: Option<(Stored<V>, State)>) {
+        let ns = match found {
+            Some((stored, state)) => {
+                if matches!(state, State::Dead(_) | State::Expired { fail_safe: false }) {
+                    let id = stored.meta.id;
+                    if self.table.remove_if(key, |s| s.meta.id == id).is_some() {
+                        self.count_removal(&stored, state);
+                    }
+                }
+                stored.meta.ns
+            }
+            None => self.namespace_of(key),
+        };
+        self.stats.add(slot::current(), ns, Counter::Misses, 1);
+        request_miss(Duration::ZERO);
+    }
+
+    /// Installs a background refresh's result over the value it refreshed (and nothing else: a value removed
+    /// or replaced meanwhile stays removed or replaced).
+    fn install_refresh(&self, key: &K, refreshed: u32, stored: Stored<V>) {
+        let Ok(_gate) = self.admit(key, &stored) else {
+            return;
+        };
+        let result = self
+            .table
+            .entry(key, Some(Duration::ZERO), move |_, current| {
+                if current.meta.id == refreshed {
+                    *current = stored;
+                    EntryAction::Retain(true)
+                } else {
+                    EntryAction::Retain(false)
+                }
+            });
+        // Vacant: the key was invalidated or evicted meanwhile; dropping the guard leaves it absent.
+        drop(result);
+    }
+
+    pub(crate) fn remove_key(&self, key: &K) -> bool {
+        match self.table.remove(key) {
+            Some((_, stored)) => {
+                self.stats
+                    .add(slot::current(), stored.meta.ns, Counter::EvictExplicit, 1);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A builder with the default settings (10,000 entries, no TTL, sweeper every five minutes).
+    pub fn builder() -> CacheBuilder<K, V> {
+        CacheBuilder::default()
+    }
+
+    pub(crate) fn from_config(config: Config<K, V>) -> Self {
+        let stats = Arc::new(Stats::new(config.max_namespaces));
+        let mut options = quick_cache::OptionsBuilder::new();
+        options
+            .estimated_items_capacity(config.estimated_entries)
+            .weight_capacity(config.capacity);
+        if let Some(shards) = config.shards {
+            options.shards(shards);
+        }
+        let table = match options.build() {
+            Ok(options) => Table::with_options(
+                options,
+                config.weight_mode,
+                quick_cache::DefaultHashBuilder::default(),
+                EntryLifecycle::new(stats.clone()),
+            ),
+            // The builder checked every setting; fall back to the plain constructor all the same.
+            Err(_) => Table::with(
+                config.estimated_entries,
+                config.capacity,
+                config.weight_mode,
+                quick_cache::DefaultHashBuilder::default(),
+                EntryLifecycle::new(stats.clone()),
+            ),
+        };
+        if config.initial_capacity > 0 {
+            table.reserve(config.initial_capacity);
+        }
+        let cache = Cache {
+            inner: Arc::new(Inner {
+                name: config.name,
+                table,
+                clock: Clock::new(),
+                seq: Seq::new(),
+                cleared: AtomicU64::new(0),
+                tags: TagTable::new(config.max_tags),
+                stats,
+                patterns: Patterns::new(),
+                ttl: config.ttl.map(nanos),
+                stale_for: nanos(config.stale_for),
+                fail_safe_max: nanos(config.fail_safe_max),
+                jitter: Jitter::new(config.jitter, config.jitter_seed),
+                weigher: config.weigher,
+                weight_mode: config.weight_mode,
+                namespace: config.namespace,
+                max_entries: config.max_entries,
+                max_weight: config.max_weight,
+                refreshing: Mutex::new(HashSet::new()),
+                sweep_interval: config.sweep_interval,
+                sweeper_started: AtomicBool::new(false),
+                sweeper: Mutex::new(None),
+            }),
+        };
+        super::sweeper::start(&cache.inner);
+        cache
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Entries in the table (expired or invalidated entries count until a read or the sweeper removes them).
+    pub fn len(&self) -> usize {
+        self.inner.table.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.inner.table.is_empty()
+    }
+
+    /// The fresh value of `key`, if any. Counts a hit or a miss, also on the current request.
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<V> {
+        let inner = &*self.inner;
+        let stored = inner.table.get(key);
+        if let Some(stored) = stored {
+            let state = inner.classify(&stored, inner.now_for(&stored));
+            if state == State::Fresh {
+                inner
+                    .stats
+                    .add(slot::current(), stored.meta.ns, Counter::Hits, 1);
+                request_hit();
+                return Some(stored.value);
+            }
+            inner.missed(key, Some((stored, state)));
+        } else {
+            inner.missed(key, None);
+        }
+        None
+    }
+
+    /// Stores `value` under `key` with the default TTL and no tags.
+    pub fn insert(&self, key: K, value: V) {
+        self.insert_with(key, Loaded::new(value));
+    }
+
+    /// Stores `value` under `key` with `tags`.
+    pub fn insert_with_tags<T: Into<Cow<'static, str>>>(
+        &self,
+        key: K,
+        value: V,
+        tags: impl IntoIterator<Item = T>,
+    ) {
+        self.insert_with(key, Loaded::new(value).tags(tags));
+    }
+
+    /// Stores a value with its tags and lifetimes ([`Loaded`]). An insert that overlaps an invalidation of
+    /// one of its tags may be dropped (it is then ordered before the invalidation).
+    pub fn insert_with(&self, key: K, loaded: Loaded<V>) {
+        let inner = &*self.inner;
+        let born = inner.seq.now();
+        if !loaded.store {
+            return;
+        }
+        let ns = inner.namespace_of(&key);
+        let stored = inner.make_stored(&key, loaded, born, ns);
+        if let Ok(_gate) = inner.admit(&key, &stored) {
+            inner.table.insert(key, stored);
+        }
+    }
+
+    /// The value of `key`, loading it with `loader` on a miss: one load per key at a time however many
+    /// callers ask (single flight), a stale value while one background refresh runs, an expired value when the
+    /// loader fails within `fail_safe_max`. A panicking loader is an error for its caller only.
+    ///
+    /// The loader may return `V` or [`Loaded<V>`] (to choose tags and TTL). It is `'static` and `Send` because
+    /// a stale read hands it to a background task (`tokio::spawn`; without a runtime the refresh runs before
+    /// this call returns).
+    pub async fn get_or_compute<F, Fut, R>(&self, key: &K, loader: F) -> Result<V, LoadError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Into<Loaded<V>> + Send + 'static,
+    {
+        self.try_get_or_compute(key, move || async move {
+            Ok::<R, std::convert::Infallible>(loader().await)
+        })
+        .await
+    }
+
+    /// Like [`get_or_compute`](Cache::get_or_compute) with a fallible loader: its error goes to this caller
+    /// only (and is not cached); callers waiting on the same key run their own loader next.
+    pub async fn try_get_or_compute<F, Fut, R, E>(
+        &self,
+        key: &K,
+        loader: F,
+    ) -> Result<V, LoadError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Into<Loaded<V>> + Send + 'static,
+        E: Send + 'static,
+    {
+        self.fetch(key, loader, false)
+            .await
+            .map(|fetched| fetched.value)
+    }
+
+    /// Like [`try_get_or_compute`](Cache::try_get_or_compute), also telling how the value was obtained and its
+    /// age (for `x-cache` and `Age` headers).
+    pub async fn try_get_or_compute_entry<F, Fut, R, E>(
+        &self,
+        key: &K,
+        loader: F,
+    ) -> Result<Fetched<V>, LoadError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Into<Loaded<V>> + Send + 'static,
+        E: Send + 'static,
+    {
+        self.fetch(key, loader, true).await
+    }
+
+    /// The lookup behind the `get_or_compute` family; `age` is computed only when `with_age` (it may cost a
+    /// clock read).
+    async fn fetch<F, Fut, R, E>(
+        &self,
+        key: &K,
+        loader: F,
+        with_age: bool,
+    ) -> Result<Fetched<V>, LoadError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Into<Loaded<V>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let inner = &*self.inner;
+        // Fast path: a shared lock, no allocation.
+        if let Some(stored) = inner.table.get(key) {
+            let now = inner.now_for(&stored);
+            match inner.classify(&stored, now) {
+                State::Fresh => {
+                    inner
+                        .stats
+                        .add(slot::current(), stored.meta.ns, Counter::Hits, 1);
+                    request_hit();
+                    let age = inner.age(&stored, now, with_age);
+                    return Ok(Fetched {
+                        value: stored.value,
+                        status: CacheStatus::Hit,
+                        age,
+                    });
+                }
+                State::Stale => {
+                    return Ok(self.serve_stale(key, stored, now, loader, with_age).await);
+                }
+                _ => {}
+            }
+        }
+        super::sweeper::ensure_started(&self.inner);
+        let started = Instant::now();
+        let found = inner
+            .table
+            .entry_async(key, |_, stored| {
+                let now = inner.clock.now();
+                match inner.classify(stored, now) {
+                    State::Fresh => EntryAction::Retain(Found::Fresh(stored.clone(), now)),
+                    State::Stale => EntryAction::Retain(Found::Stale(stored.clone(), now)),
+                    State::Dead(_) | State::Expired { .. } => EntryAction::ReplaceWithGuard,
+                }
+            })
+            .await;
+        let (guard, fallback) = match found {
+            EntryResult::Retained(Found::Fresh(stored, now)) => {
+                let stripe = slot::current();
+                inner.stats.add(stripe, stored.meta.ns, Counter::Misses, 1);
+                inner
+                    .stats
+                    .add(stripe, stored.meta.ns, Counter::Coalesced, 1);
+                request_miss(started.elapsed());
+                let age = inner.age(&stored, now, with_age);
+                return Ok(Fetched {
+                    value: stored.value,
+                    status: CacheStatus::Coalesced,
+                    age,
+                });
+            }
+            EntryResult::Retained(Found::Stale(stored, now)) => {
+                return Ok(self.serve_stale(key, stored, now, loader, with_age).await);
+            }
+            EntryResult::Replaced(guard, old) => {
+                let state = inner.classify(&old, inner.clock.now());
+                inner.count_removal(&old, state);
+                let fallback = (state == State::Expired { fail_safe: true }).then_some(old);
+                (Some(guard), fallback)
+            }
+            EntryResult::Vacant(guard) => (Some(guard), None),
+            // Not produced by `entry_async` with these actions; load without storing.
+            EntryResult::Removed(..) | EntryResult::Timeout => (None, None),
+        };
+        let ns = inner.namespace_of(key);
+        inner.stats.add(slot::current(), ns, Counter::Misses, 1);
+        let born = inner.seq.now();
+        let load_started = Instant::now();
+        let result = run_loader(loader).await;
+        let load_time = load_started.elapsed();
+        let error = match result {
+            Ok(Ok(output)) => {
+                inner.stats.load(slot::current(), ns, load_time, false);
+                let loaded: Loaded<V> = output.into();
+                let value = if loaded.store {
+                    let stored = inner.make_stored(key, loaded, born, ns);
+                    let value = stored.value.clone();
+                    if let (Some(guard), Ok(_gate)) = (guard, inner.admit(key, &stored)) {
+                        // Err: the key was invalidated while loading; the value is this caller's only.
+                        let _ = guard.insert(stored);
+                    }
+                    value
+                } else {
+                    loaded.value
+                };
+                request_miss(started.elapsed());
+                return Ok(Fetched {
+                    value,
+                    status: CacheStatus::Miss,
+                    age: Duration::ZERO,
+                });
+            }
+            Ok(Err(error)) => LoadError::Failed(error),
+            Err(payload) => LoadError::Panicked(panic_message(&*payload)),
+        };
+        inner.stats.load(slot::current(), ns, load_time, true);
+        request_miss(started.elapsed());
+        if let Some(old) = fallback {
+            let now = inner.clock.now();
+            if inner.dead_by(&old).is_none() && now < inner.keep_until(&old) {
+                inner
+                    .stats
+                    .add(slot::current(), old.meta.ns, Counter::FailSafeHits, 1);
+                let fetched = Fetched {
+                    value: old.value.clone(),
+                    status: CacheStatus::FailSafe,
+                    age: inner.age(&old, now, with_age),
+                };
+                // Put it back for the next caller (unless the key was invalidated meanwhile).
+                if let (Some(guard), Ok(_gate)) = (guard, inner.admit(key, &old)) {
+                    let _ = guard.insert(old);
+                }
+                return Ok(fetched);
+            }
+        }
+        Err(error)
+    }
+
+    /// Answers with a stale value and starts one background refresh of it.
+    async fn serve_stale<F, Fut, R, E>(
+        &self,
+        key: &K,
+        stored: Stored<V>,
+        now: u64,
+        loader: F,
+        with_age: bool,
+    ) -> Fetched<V>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Into<Loaded<V>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let inner = &*self.inner;
+        inner
+            .stats
+            .add(slot::current(), stored.meta.ns, Counter::StaleHits, 1);
+        request_hit();
+        let age = inner.age(&stored, now, with_age);
+        let id = stored.meta.id;
+        if inner.refreshing.lock().insert(id) {
+            inner
+                .stats
+                .add(slot::current(), stored.meta.ns, Counter::Refreshes, 1);
+            let done = RefreshDone {
+                inner: self.inner.clone(),
+                id,
+            };
+            let key = key.clone();
+            let ns = stored.meta.ns;
+            let refresh = async move {
+                let inner = &*done.inner;
+                let born = inner.seq.now();
+                let started = Instant::now();
+                let result = run_loader(loader).await;
+                let elapsed = started.elapsed();
+                match result {
+                    Ok(Ok(output)) => {
+                        inner.stats.load(slot::current(), ns, elapsed, false);
+                        let loaded: Loaded<V> = output.into();
+                        if loaded.store {
+                            let stored = inner.make_stored(&key, loaded, born, ns);
+                            inner.install_refresh(&key, id, stored);
+                        }
+                    }
+                    Ok(Err(_)) | Err(_) => inner.stats.load(slot::current(), ns, elapsed, true),
+                }
+                drop(done);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(refresh)),
+                Err(_) => refresh.await,
+            }
+        }
+        Fetched {
+            value: stored.value,
+            status: CacheStatus::Stale,
+            age,
+        }
+    }
+
+    /// Removes `key`; a load of it in flight will not be stored. Returns whether a value was stored.
+    pub fn invalidate(&self, key: &K) -> bool {
+        self.inner
+            .stats
+            .key_invalidations
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner.remove_key(key)
+    }
+
+    /// Makes every entry tagged `tag` unreadable, in O(1): entries are checked on read and freed by the
+    /// sweeper. A load in flight that started before this call and ends up tagged `tag` is not served.
+    pub fn invalidate_tag(&self, tag: &str) {
+        self.inner
+            .stats
+            .tag_invalidations
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .tags
+            .invalidate(TagKind::User, tag, &self.inner.seq);
+    }
+
+    /// [`invalidate_tag`](Cache::invalidate_tag) for each tag.
+    pub fn invalidate_tags<T: AsRef<str>>(&self, tags: impl IntoIterator<Item = T>) {
+        for tag in tags {
+            self.invalidate_tag(tag.as_ref());
+        }
+    }
+
+    /// Makes the key `prefix` and every key under it (`product:42` covers `product:42` and
+    /// `product:42:details`, not `product:420`) unreadable, in O(1), for [`CacheKey`] and string keys. A
+    /// trailing `:*` is ignored. A prefix of more than [`PREFIX_DEPTH`](super::PREFIX_DEPTH) parts invalidates
+    /// everything under its first `PREFIX_DEPTH` parts.
+    pub fn invalidate_prefix(&self, prefix: &str) {
+        let inner = &*self.inner;
+        inner
+            .stats
+            .prefix_invalidations
+            .fetch_add(1, Ordering::Relaxed);
+        inner
+            .tags
+            .invalidate(TagKind::Prefix, prefix_tag(prefix), &inner.seq);
+        let exact = strip_wildcard(prefix);
+        if let Some(key) = key_from_text::<K>(exact) {
+            inner.remove_key(&key);
+        }
+    }
+
+    /// Removes every entry whose key (its text, for [`CacheKey`] and string keys) matches the glob `pattern`
+    /// (`*` any run of characters, `?` one), and refuses the results of loads in flight that started before
+    /// this call and match. This scans the whole table (O(entries)) and holds inserts of this cache while it
+    /// does; prefer tags and [`invalidate_prefix`](Cache::invalidate_prefix). Returns the entries removed; 0
+    /// for other key types.
+    pub fn invalidate_matching(&self, pattern: &str) -> u64 {
+        let inner = &*self.inner;
+        if !is_text_key::<K>() {
+            return 0;
+        }
+        inner
+            .stats
+            .pattern_invalidations
+            .fetch_add(1, Ordering::Relaxed);
+        let gates = inner.patterns.register(pattern, &inner.seq);
+        let removed = AtomicU64::new(0);
+        let stripe = slot::current();
+        inner.table.retain(|key, stored| {
+            let matched = key_text(key).is_some_and(|(text, _)| glob_match(pattern, text));
+            if matched {
+                removed.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .stats
+                    .add(stripe, stored.meta.ns, Counter::EvictExplicit, 1);
+            }
+            !matched
+        });
+        drop(gates);
+        removed.into_inner()
+    }
+
+    /// Makes every entry unreadable in O(1) (a new epoch); the sweeper frees them.
+    pub fn clear(&self) {
+        let inner = &*self.inner;
+        inner.stats.clears.fetch_add(1, Ordering::Relaxed);
+        let s = inner.seq.next();
+        inner.cleared.fetch_max(s, Ordering::SeqCst);
+    }
+
+    /// Frees expired and invalidated entries and the tags no live entry carries now, and counts the entries
+    /// and bytes per namespace. The background sweeper calls this every `sweep_interval`; it scans the table
+    /// (O(entries)), one shard at a time.
+    pub fn run_pending_tasks(&self) {
+        self.inner.sweep();
+    }
+
+    /// The statistics so far.
+    pub fn stats(&self) -> super::CacheStatsSnapshot {
+        self.inner.snapshot()
+    }
+
+    /// A type-erased handle for exports and admin endpoints.
+    pub fn handle(&self) -> super::CacheHandle {
+        super::CacheHandle::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> Cache<CacheKey, u64> {
+        Cache::builder()
+            .ttl(Duration::from_secs(10))
+            .stale_for(Duration::from_secs(5))
+            .fail_safe_max(Duration::from_secs(5))
+            .sweep_interval(Duration::ZERO)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn classify_walks_through_the_windows() {
+        let cache = cache();
+        let inner = &*cache.inner;
+        let key = CacheKey::new("a").part(1).part(2);
+        let stored = inner.make_stored(&key, Loaded::new(1), inner.seq.now(), NO_NAMESPACE);
+        let t = stored.meta.created;
+        let s = nanos(Duration::from_secs(1));
+        assert_eq!(inner.classify(&stored, t), State::Fresh);
+        assert_eq!(inner.classify(&stored, t + 10 * s - 1), State::Fresh);
+        assert_eq!(inner.classify(&stored, t + 10 * s), State::Stale);
+        assert_eq!(
+            inner.classify(&stored, t + 15 * s),
+            State::Expired { fail_safe: true }
+        );
+        assert_eq!(
+            inner.classify(&stored, t + 20 * s),
+            State::Expired { fail_safe: false }
+        );
+        // Its key prefixes are tags: `a` and `a:1`.
+        assert_eq!(stored.meta.tags().len(), 2);
+        cache.invalidate_prefix("a:1");
+        assert_eq!(inner.classify(&stored, t), State::Dead(DeadBy::Tag));
+        let fresh = inner.make_stored(&key, Loaded::new(1), inner.seq.now(), NO_NAMESPACE);
+        cache.clear();
+        assert_eq!(inner.classify(&fresh, t), State::Dead(DeadBy::Clear));
+    }
+
+    #[test]
+    fn stored_values_know_their_size() {
+        let cache: Cache<String, Vec<u8>> = Cache::builder()
+            .max_weight(1 << 20)
+            .weigher(|_, v: &Vec<u8>| v.len() as u64)
+            .build()
+            .unwrap();
+        let inner = &*cache.inner;
+        let stored = inner.make_stored(
+            &"k:1".to_owned(),
+            Loaded::new(vec![0; 100]),
+            1,
+            NO_NAMESPACE,
+        );
+        let expected = TABLE_OVERHEAD
+            + std::mem::size_of::<String>() as u64
+            + std::mem::size_of::<Stored<Vec<u8>>>() as u64
+            + 16
+            + 3
+            + 100;
+        assert_eq!(u64::from(stored.meta.bytes), expected);
+        assert_eq!(stored.meta.fresh_until, NEVER);
+        assert_eq!(stored.meta.stale_until, NEVER);
+    }
+
+    #[test]
+    fn a_dead_value_is_not_admitted() {
+        let cache = cache();
+        let inner = &*cache.inner;
+        let key = CacheKey::new("a");
+        let born = inner.seq.now();
+        let stored = inner.make_stored(&key, Loaded::new(1).tag("t"), born, NO_NAMESPACE);
+        assert!(inner.admit(&key, &stored).is_ok());
+        cache.invalidate_tag("t");
+        assert!(inner.admit(&key, &stored).is_err());
+    }
+}
