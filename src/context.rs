@@ -119,10 +119,22 @@ impl RequestContext {
     /// The span route needs [`ContextLayer`](crate::ContextLayer) in the tracing subscriber; the task-local route always works inside
     /// the request's task (and in tasks started with [`RequestContext::scope`]).
     pub fn current() -> Option<RequestContext> {
-        CURRENT
-            .try_with(RequestContext::clone)
-            .ok()
-            .or_else(crate::context_layer::from_current_span)
+        Self::with_current(RequestContext::clone)
+    }
+
+    /// Calls `f` with the current context (see [`RequestContext::current`]) without cloning it; `None` outside a
+    /// request. Cheaper than `current` on hot paths such as cache hits.
+    pub fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
+        let mut f = Some(f);
+        if let Ok(result) = CURRENT.try_with(|context| f.take().map(|f| f(context))) {
+            return result;
+        }
+        // The span route costs a subscriber lookup: only worth it once a ContextLayer exists in this process.
+        if !crate::context_layer::layer_installed() {
+            return None;
+        }
+        let context = crate::context_layer::from_current_span()?;
+        f.take().map(|f| f(&context))
     }
 
     /// Runs `future` with this context as the task-local current one; use it for work spawned from a handler.

@@ -6,6 +6,7 @@
 //! into the span's extensions. No map of requests, nothing global that outlives the call.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::Subscriber;
 use tracing::span::{Attributes, Id};
@@ -45,15 +46,30 @@ pub(crate) fn with_handoff<T>(context: &RequestContext, make_span: impl FnOnce()
 ///     .try_init()
 ///     .ok();
 /// ```
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct ContextLayer {
     _private: (),
+}
+
+/// Whether any `ContextLayer` was made in this process: without one no span carries a context, and
+/// [`RequestContext::current`] skips the span lookup. A process-wide fact, like a subscriber, not measured data.
+static LAYER_INSTALLED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn layer_installed() -> bool {
+    LAYER_INSTALLED.load(Ordering::Relaxed)
 }
 
 impl ContextLayer {
     /// A new layer.
     pub fn new() -> Self {
+        LAYER_INSTALLED.store(true, Ordering::Relaxed);
         ContextLayer { _private: () }
+    }
+}
+
+impl Default for ContextLayer {
+    fn default() -> Self {
+        ContextLayer::new()
     }
 }
 

@@ -78,7 +78,6 @@ mod error;
 pub mod export;
 #[cfg(feature = "monitor")]
 pub mod monitor;
-#[cfg(feature = "monitor")]
 mod panic_hook;
 mod request_id;
 pub mod route;

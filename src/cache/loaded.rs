@@ -168,7 +168,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let inner = self.project().inner;
-        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+        match crate::panic_hook::caught(|| catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(payload) => Poll::Ready(Err(payload)),
@@ -182,7 +182,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future,
 {
-    let future = catch_unwind(AssertUnwindSafe(loader))?;
+    let future = crate::panic_hook::caught(|| catch_unwind(AssertUnwindSafe(loader)))?;
     CatchUnwind::new(future).await
 }
 

@@ -138,16 +138,12 @@ impl<K, V> fmt::Debug for Cache<K, V> {
 
 #[inline]
 fn request_hit() {
-    if let Some(context) = RequestContext::current() {
-        context.record_cache_hit();
-    }
+    RequestContext::with_current(RequestContext::record_cache_hit);
 }
 
 #[cold]
 fn request_miss(load_time: Duration) {
-    if let Some(context) = RequestContext::current() {
-        context.record_cache_miss(load_time);
-    }
+    RequestContext::with_current(|context| context.record_cache_miss(load_time));
 }
 
 /// Removes a refreshing id when the refresh ends, however it ends.

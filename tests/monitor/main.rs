@@ -535,3 +535,39 @@ async fn handles_never_share_data_and_exclusions_apply() {
     assert_eq!(b.routes.len(), 1);
     assert_eq!(b.routes[0].count, 2);
 }
+
+#[cfg(feature = "cache")]
+#[tokio::test(flavor = "current_thread")]
+async fn a_cache_loader_panic_caught_by_the_cache_is_not_a_request_panic() {
+    use perfscope::cache::{Cache, CacheKey};
+    let perf = perf();
+    let cache: Cache<CacheKey, u64> = Cache::builder().build().unwrap();
+    let app = Router::new()
+        .route(
+            "/load",
+            get(move || {
+                let cache = cache.clone();
+                async move {
+                    let key = CacheKey::new("boom").part(1);
+                    let result = cache
+                        .get_or_compute(&key, || async {
+                            if std::hint::black_box(true) {
+                                panic!("handler exploded in a loader");
+                            }
+                            1u64
+                        })
+                        .await;
+                    if result.is_err() {
+                        "fell back"
+                    } else {
+                        "loaded"
+                    }
+                }
+            }),
+        )
+        .layer(perf.layer());
+    let (status, _, body) = send(&app, get_request("/load")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"fell back"[..]));
+    let route = perf.snapshot().routes.remove(0);
+    assert_eq!((route.outcomes.ok, route.outcomes.panic), (1, 0));
+}
