@@ -1,15 +1,19 @@
 //! Cost of the application cache, each figure beside its baselines in the same run.
 //!
 //! - `get_hit/*`: a hit on one of 10,000 `u64 -> u64` entries: raw `quick_cache::sync::Cache::get`, the same plus
-//!   one `Instant::now()` (the least any exact-TTL cache on quick_cache pays), `moka::sync::Cache::get` (with a
-//!   TTL), and perfscope's `Cache::get` without TTL, with a TTL, and with a TTL and two tags.
-//! - `insert/*`: overwriting one of 10,000 entries: raw quick_cache, moka, perfscope (plain; TTL and two tags).
+//!   one `tokio::time::Instant::now()` (the least any exact-TTL cache on quick_cache pays; the clock perfscope
+//!   reads) and with one `std::time::Instant::now()`, `moka::sync::Cache::get` (with a TTL), and perfscope's
+//!   `Cache::get` without TTL, with a TTL, and with a TTL and two tags.
+//! - `insert/*`: overwriting one of 10,000 entries: raw quick_cache, moka, perfscope (plain; TTL and two tags;
+//!   the same with a ticket and `insert_since`).
 //! - `mix_2_threads/*`: two threads, 90% hits / 10% inserts on 10,000 keys: raw quick_cache, perfscope.
 //! - `invalidate_1pct/{10k,100k,1m}/*`: invalidating the 1% of the entries that carry a tag: perfscope's
 //!   `invalidate_tag` (O(1)), raw quick_cache `retain` (a scan), moka `invalidate_entries_if` followed by
 //!   `run_pending_tasks` (the invalidation is only done then).
+//! - `response_cache/*`: an axum route serving a page of 20 products, uncached against a `ResponseCacheLayer` hit.
 //!
-//! Run: `CARGO_TARGET_DIR=target-bench cargo bench --bench cache`. Results and the machine: `docs/cache.md`.
+//! Run: `CARGO_TARGET_DIR=/root/.cache/perfscope/target-bench cargo bench --bench cache` (a target directory of
+//! its own, so release builds do not evict the test builds). Results and the machine: `docs/cache.md`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -17,7 +21,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use perfscope::cache::Cache;
+use perfscope::cache::{Cache, Loaded};
 
 const KEYS: u64 = 10_000;
 
@@ -72,6 +76,14 @@ fn bench_get(c: &mut Criterion) {
         b.iter(|| {
             let value = raw.get(&(keys.next() % KEYS));
             black_box((value, tokio::time::Instant::now()))
+        })
+    });
+    // tokio's clock reads std's unless tokio's `test-util` is on (it is in benches, through the dev-dependencies):
+    // the difference is what checking for a paused test clock costs.
+    group.bench_function("quick_cache_plus_std_instant_now", |b| {
+        b.iter(|| {
+            let value = raw.get(&(keys.next() % KEYS));
+            black_box((value, Instant::now()))
         })
     });
     let moka: moka::sync::Cache<u64, u64> = moka::sync::Cache::builder()
@@ -130,6 +142,13 @@ fn bench_insert(c: &mut Criterion) {
         b.iter(|| {
             let k = keys.next() % KEYS;
             tagged.insert_with_tags(k, k, ["group:7", "all"])
+        })
+    });
+    group.bench_function("perfscope_insert_since_ttl_2_tags", |b| {
+        b.iter(|| {
+            let k = keys.next() % KEYS;
+            let ticket = tagged.ticket();
+            tagged.insert_since(ticket, k, Loaded::new(k).tags(["group:7", "all"]))
         })
     });
     group.finish();
@@ -271,9 +290,61 @@ fn bench_invalidate(c: &mut Criterion) {
     }
 }
 
+/// A response-cache hit against the same handler uncached: an axum route whose handler serializes a page of
+/// 20 products (about 2 KiB of JSON), requests in-process with `oneshot`, body read to the end.
+fn bench_response_cache(c: &mut Criterion) {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use perfscope::cache::http::ResponseCacheLayer;
+    use tower::ServiceExt;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handler = || async {
+        let items: Vec<_> = (0..20)
+            .map(|id| serde_json::json!({"id": id, "name": format!("Paracetamol 500mg x{id}"), "price_cents": 399 + id}))
+            .collect();
+        axum::Json(serde_json::json!({"items": items, "page": 1, "per_page": 20}))
+    };
+    let uncached: Router = Router::new()
+        .route("/api/products", get(handler))
+        .with_state(());
+    let layer = ResponseCacheLayer::builder()
+        .default_ttl(Duration::from_secs(3_600))
+        .build()
+        .unwrap();
+    let cached: Router = Router::new()
+        .route("/api/products", get(handler))
+        .layer(layer)
+        .with_state(());
+    let mut group = c.benchmark_group("response_cache");
+    group.throughput(Throughput::Elements(1));
+    for (name, app) in [("uncached_handler", uncached), ("hit", cached)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let request = http::Request::get("/api/products?page=1")
+                        .body(Body::empty())
+                        .unwrap();
+                    let response = app.clone().oneshot(request).await.unwrap();
+                    black_box(
+                        axum::body::to_bytes(response.into_body(), usize::MAX)
+                            .await
+                            .unwrap(),
+                    );
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = bench_get, bench_insert, bench_mix, bench_invalidate
+    targets = bench_get, bench_insert, bench_mix, bench_invalidate, bench_response_cache
 }
 criterion_main!(benches);

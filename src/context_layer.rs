@@ -55,6 +55,7 @@ pub struct ContextLayer {
 /// [`RequestContext::current`] skips the span lookup. A process-wide fact, like a subscriber, not measured data.
 static LAYER_INSTALLED: AtomicBool = AtomicBool::new(false);
 
+#[inline]
 pub(crate) fn layer_installed() -> bool {
     LAYER_INSTALLED.load(Ordering::Relaxed)
 }

@@ -58,6 +58,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `monitor` | yes | the request-lifecycle monitor ([`MonitorLayer`]) |
+//! | `cache` | yes | the application cache ([`cache::Cache`]) and the response-cache layer ([`cache::http::ResponseCacheLayer`]) |
 //! | `axum` | yes | route templates from axum's `MatchedPath`, and [`Perfscope::admin_router`] |
 //! | `json` | yes | JSON export ([`export::json`]) and the admin `/stats` endpoint |
 //! | `full` | no | everything |

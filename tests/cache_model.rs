@@ -9,6 +9,12 @@
 //! Each run races a loader and a refresh against a writer that bumps the database and invalidates, then reads:
 //! no read after the invalidation may see a value older than the bump. A deliberately broken variant (the clock
 //! read after the compute, as in Symfony's tag-aware adapter) must be caught.
+//!
+//! `insert_since` (an application's own read-then-store with a ticket) is modelled too: `invalidate(key)` raises
+//! the key's stamp to a fresh clock value before it empties the slot; `insert_since` puts a placeholder in the
+//! slot (taking it from a loader if needed), then checks the stamp against its ticket, then publishes into its
+//! placeholder. Two broken variants must be caught: a plain insert (the clock read at insert time, which is what
+//! the response cache did), and the stamp checked only before the placeholder.
 #![allow(clippy::unwrap_used)]
 
 use shuttle::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +40,8 @@ struct Model {
     tag: AtomicU64,
     cleared: AtomicU64,
     db: AtomicU64,
+    /// The clock value of the last `invalidate(key)`.
+    key_stamp: AtomicU64,
     next_id: AtomicU64,
     slot: Mutex<Slot>,
     /// The broken variant reads the clock after computing.
@@ -52,6 +60,7 @@ impl Model {
             tag: AtomicU64::new(0),
             cleared: AtomicU64::new(0),
             db: AtomicU64::new(0),
+            key_stamp: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             // A value of version 0, computed at clock 1: stale, so a refresh of it may run.
             slot: Mutex::new(Slot::Stored {
@@ -153,8 +162,93 @@ impl Model {
                 let s = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
                 self.cleared.fetch_max(s, Ordering::SeqCst);
             }
-            Invalidation::Key => *self.slot.lock().unwrap() = Slot::Empty,
+            Invalidation::Key => {
+                let s = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                self.key_stamp.fetch_max(s, Ordering::SeqCst);
+                *self.slot.lock().unwrap() = Slot::Empty;
+            }
         }
+    }
+
+    /// `insert_since(ticket, value)`, or one of its broken variants.
+    fn insert_since(&self, ticket: u64, value: u64, variant: ByHand) {
+        let born = match variant {
+            ByHand::PlainInsert => self.seq.load(Ordering::SeqCst),
+            ByHand::InsertSince | ByHand::StampBeforePlaceholderOnly => ticket,
+        };
+        if variant != ByHand::PlainInsert && self.key_stamp.load(Ordering::SeqCst) > born {
+            return;
+        }
+        let token = self.next_id.fetch_add(1, Ordering::SeqCst);
+        // The table's `entry` with `ReplaceWithGuard`, taking a loader's placeholder if there is one.
+        *self.slot.lock().unwrap() = Slot::Placeholder(token);
+        thread::yield_now();
+        let refused = match variant {
+            ByHand::InsertSince => self.key_stamp.load(Ordering::SeqCst) > born,
+            ByHand::PlainInsert | ByHand::StampBeforePlaceholderOnly => false,
+        } || !self.live(born);
+        let mut slot = self.slot.lock().unwrap();
+        if matches!(*slot, Slot::Placeholder(t) if t == token) {
+            *slot = if refused {
+                Slot::Empty
+            } else {
+                let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+                Slot::Stored { value, born, id }
+            };
+        }
+    }
+}
+
+/// How the by-hand reader stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByHand {
+    InsertSince,
+    PlainInsert,
+    StampBeforePlaceholderOnly,
+}
+
+/// An application's own read-then-store racing a loader and a writer that bumps the database and invalidates.
+fn scenario_by_hand(how: Invalidation, variant: ByHand) {
+    let model = Arc::new(Model::new(false));
+    let reader = {
+        let model = model.clone();
+        thread::spawn(move || {
+            let ticket = model.seq.load(Ordering::SeqCst);
+            let value = model.db.load(Ordering::SeqCst);
+            thread::yield_now();
+            model.insert_since(ticket, value, variant);
+        })
+    };
+    let loader = {
+        let model = model.clone();
+        thread::spawn(move || {
+            model.get_or_compute();
+        })
+    };
+    let writer = {
+        let model = model.clone();
+        thread::spawn(move || {
+            let version = model.db.fetch_add(1, Ordering::SeqCst) + 1;
+            model.invalidate(how);
+            if let Some(value) = model.get() {
+                assert!(
+                    value >= version,
+                    "get read {value} after invalidating version {version}"
+                );
+            }
+            if let Some(value) = model.get_or_compute() {
+                assert!(
+                    value >= version,
+                    "get_or_compute read {value} after invalidating version {version}"
+                );
+            }
+        })
+    };
+    reader.join().unwrap();
+    loader.join().unwrap();
+    writer.join().unwrap();
+    if let Some(value) = model.get() {
+        assert!(value >= 1, "stored {value} survived the invalidation");
     }
 }
 
@@ -223,5 +317,57 @@ fn the_model_catches_a_version_read_after_the_compute() {
     assert!(
         caught.is_err(),
         "shuttle should find the stale read of the broken protocol"
+    );
+}
+
+#[test]
+fn insert_since_racing_tag_invalidation_is_never_stale() {
+    shuttle::check_random(
+        || scenario_by_hand(Invalidation::Tag, ByHand::InsertSince),
+        10_000,
+    );
+}
+
+#[test]
+fn insert_since_racing_key_invalidation_is_never_stale() {
+    shuttle::check_random(
+        || scenario_by_hand(Invalidation::Key, ByHand::InsertSince),
+        10_000,
+    );
+}
+
+#[test]
+fn insert_since_racing_clear_is_never_stale() {
+    shuttle::check_random(
+        || scenario_by_hand(Invalidation::Clear, ByHand::InsertSince),
+        10_000,
+    );
+}
+
+#[test]
+fn the_model_catches_a_plain_insert_after_a_read() {
+    let caught = std::panic::catch_unwind(|| {
+        shuttle::check_random(
+            || scenario_by_hand(Invalidation::Tag, ByHand::PlainInsert),
+            10_000,
+        );
+    });
+    assert!(
+        caught.is_err(),
+        "shuttle should find the stale read of a plain insert"
+    );
+}
+
+#[test]
+fn the_model_catches_a_key_stamp_checked_before_the_placeholder_only() {
+    let caught = std::panic::catch_unwind(|| {
+        shuttle::check_random(
+            || scenario_by_hand(Invalidation::Key, ByHand::StampBeforePlaceholderOnly),
+            10_000,
+        );
+    });
+    assert!(
+        caught.is_err(),
+        "shuttle should find the stale read of a stamp checked too early"
     );
 }

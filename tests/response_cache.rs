@@ -1182,3 +1182,268 @@ async fn coalesced_waiters_never_get_another_variant() {
         assert_eq!((x_cache(&headers), &body[..]), ("HIT", lang.as_bytes()));
     }
 }
+
+/// A handler over a shared "database" version that, on the call numbered `pause_on`, tells `read` once it has
+/// read the version and waits for `release` before answering with it (a slow handler racing a write).
+#[derive(Clone)]
+struct Racing {
+    db: Arc<std::sync::atomic::AtomicU64>,
+    calls: Calls,
+    pause_on: usize,
+    read: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Racing {
+    fn new(pause_on: usize) -> Self {
+        Racing {
+            db: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            calls: Calls::default(),
+            pause_on,
+            read: Arc::default(),
+            release: Arc::default(),
+        }
+    }
+
+    /// `/p`, tagged `products`, behind `layer`; `cache_control` says how long it may be stored.
+    fn app(&self, layer: &ResponseCacheLayer, cache_control: &'static str) -> Router {
+        let racing = self.clone();
+        let handler = move || {
+            let racing = racing.clone();
+            async move {
+                let call = racing.calls.bump();
+                let value = racing.db.load(Ordering::SeqCst);
+                if call == racing.pause_on {
+                    racing.read.notify_one();
+                    racing.release.notified().await;
+                }
+                (
+                    [("cache-control", cache_control)],
+                    axum::Extension(CacheTags::new(["products"])),
+                    format!("v{value}"),
+                )
+            }
+        };
+        Router::new()
+            .route("/p", get(handler))
+            .layer(layer.clone())
+            .with_state(())
+    }
+
+    /// The write: a new version, then the invalidation of what depends on it.
+    fn write(&self, layer: &ResponseCacheLayer) {
+        self.db.fetch_add(1, Ordering::SeqCst);
+        layer.store().invalidate_tag("products");
+    }
+}
+
+async fn x_cache_and_body(app: &Router) -> (String, String) {
+    let (_, headers, body) = send(app, get_request("/p")).await;
+    (
+        x_cache(&headers).to_owned(),
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_response_computed_before_an_invalidation_is_not_stored() {
+    let layer = ResponseCacheLayer::builder()
+        .default_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let racing = Racing::new(1);
+    let app = racing.app(&layer, "max-age=30");
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { x_cache_and_body(&app).await }
+    });
+    racing.read.notified().await; // A read v1
+    racing.write(&layer); // v2 commits and invalidates while A runs
+    racing.release.notify_one(); // A answers with v1
+    // A's own client gets what A computed (its request overlapped the write)...
+    assert_eq!(first.await.unwrap(), ("MISS".to_owned(), "v1".to_owned()));
+    // ...but nobody after the invalidation does.
+    assert_eq!(
+        x_cache_and_body(&app).await,
+        ("MISS".to_owned(), "v2".to_owned())
+    );
+    assert_eq!(
+        x_cache_and_body(&app).await,
+        ("HIT".to_owned(), "v2".to_owned())
+    );
+    let stats = layer.stats();
+    assert_eq!(
+        (stats.stores, stats.skipped(SkipReason::Invalidated)),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_waiter_that_came_after_an_invalidation_does_not_get_the_older_response() {
+    let layer = ResponseCacheLayer::builder().build().unwrap();
+    let racing = Racing::new(1);
+    let app = racing.app(&layer, "max-age=30");
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { x_cache_and_body(&app).await }
+    });
+    racing.read.notified().await;
+    racing.write(&layer);
+    // B starts after the invalidation returned and waits for A's load of the same key.
+    let second = tokio::spawn({
+        let app = app.clone();
+        async move { x_cache_and_body(&app).await }
+    });
+    while layer.stats().coalesced == 0 {
+        tokio::task::yield_now().await;
+    }
+    racing.release.notify_one();
+    assert_eq!(first.await.unwrap().1, "v1");
+    assert_eq!(second.await.unwrap(), ("MISS".to_owned(), "v2".to_owned()));
+    assert_eq!(racing.calls.get(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_background_refresh_racing_an_invalidation_is_not_stored() {
+    let layer = layer();
+    // Call 2 is the background refresh.
+    let racing = Racing::new(2);
+    let app = racing.app(&layer, "max-age=10, stale-while-revalidate=60");
+    assert_eq!(
+        x_cache_and_body(&app).await,
+        ("MISS".to_owned(), "v1".to_owned())
+    );
+    tokio::time::advance(Duration::from_secs(15)).await;
+    // Stale: answered at once, and the refresh starts; it reads v1 and pauses.
+    assert_eq!(
+        x_cache_and_body(&app).await,
+        ("STALE".to_owned(), "v1".to_owned())
+    );
+    racing.read.notified().await;
+    racing.write(&layer);
+    racing.release.notify_one();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(racing.calls.get(), 2, "the refresh ran");
+    assert_eq!(
+        x_cache_and_body(&app).await,
+        ("MISS".to_owned(), "v2".to_owned()),
+        "the refresh computed before the invalidation must not be served after it"
+    );
+    let stats = layer.stats();
+    assert_eq!(
+        (stats.refreshes, stats.skipped(SkipReason::Invalidated)),
+        (0, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_store_counts_stale_answers_as_stale_hits_and_carries_the_layer_counters() {
+    let (layer, calls) = (layer(), Calls::default());
+    let app = app(&layer, &calls, |n, _| {
+        (
+            [("cache-control", "max-age=10, stale-while-revalidate=30")],
+            format!("v{n}"),
+        )
+            .into_response()
+    });
+    send(&app, get_request("/r")).await; // MISS
+    send(&app, get_request("/r")).await; // HIT
+    tokio::time::advance(Duration::from_secs(15)).await;
+    for _ in 0..2 {
+        let (_, headers, _) = send(&app, get_request("/r")).await;
+        assert_eq!(x_cache(&headers), "STALE");
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await; // the background refresh stores v2
+    }
+    let (_, headers, _) = send(&app, request_with_method("POST", "/r")).await;
+    assert_eq!(x_cache(&headers), "BYPASS");
+    let store = layer.store().stats();
+    assert_eq!(
+        (store.hits, store.stale_hits, store.misses),
+        (1, 2, 1),
+        "the store counts each request once, as its X-Cache says"
+    );
+    let responses = store
+        .responses
+        .expect("a response store carries its layers' counters");
+    assert_eq!(
+        (
+            responses.hits,
+            responses.stale,
+            responses.misses,
+            responses.bypassed,
+            responses.stores,
+            responses.refreshes
+        ),
+        (1, 2, 1, 1, 2, 1)
+    );
+    assert_eq!(responses.skipped.get("method"), Some(&1));
+    assert_eq!(responses.skipped.len(), 1);
+    let json = serde_json::to_value(layer.store().stats()).unwrap();
+    assert_eq!(json["responses"]["skipped"]["method"], 1);
+    // Other caches carry no such section.
+    let plain: perfscope::cache::Cache<String, u64> =
+        perfscope::cache::Cache::builder().build().unwrap();
+    assert!(plain.stats().responses.is_none());
+    assert!(
+        serde_json::to_value(plain.stats())
+            .unwrap()
+            .get("responses")
+            .is_none()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_miss_time_leaves_out_nested_cache_loads() {
+    let layer = layer();
+    let products: perfscope::cache::Cache<u64, u64> =
+        perfscope::cache::Cache::builder().build().unwrap();
+    let handler = move |request: AxumRequest| {
+        let products = products.clone();
+        async move {
+            let context = request
+                .extensions()
+                .get::<perfscope::RequestContext>()
+                .cloned()
+                .unwrap();
+            context
+                .scope(async move {
+                    // A data-cache miss whose load takes 50 ms, then 10 ms of the handler's own work.
+                    products
+                        .get_or_compute(&7, || async {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            7
+                        })
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                })
+                .await;
+            cacheable("x")
+        }
+    };
+    let app = Router::new()
+        .route("/r", get(handler))
+        .layer(layer.clone())
+        .with_state(());
+    let context = perfscope::RequestContext::new(
+        perfscope::RequestId::generate(0),
+        perfscope::MethodLabel::Get,
+        tokio::time::Instant::now(),
+        0,
+    );
+    let mut request = get_request("/r");
+    request.extensions_mut().insert(context.clone());
+    let (_, headers, _) = send(&app, request).await;
+    assert_eq!(x_cache(&headers), "MISS");
+    let counters = context.counters();
+    assert_eq!(counters.cache_misses, 2, "the data cache's and the layer's");
+    assert_eq!(
+        counters.cache_time,
+        Duration::from_millis(60),
+        "the request spent 60 ms in caches, not 50 + 60"
+    );
+}

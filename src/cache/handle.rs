@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use super::key::key_from_text;
 use super::stats::{
-    CacheStatsSnapshot, Counter, Invalidations, TagStats, evictions, hit_ratio, namespace_stats,
+    CacheStatsSnapshot, Counter, Invalidations, ResponseStats, TagStats, evictions, hit_ratio,
+    namespace_stats,
 };
 use super::store::{Cache, Inner};
 
@@ -73,7 +74,21 @@ where
             sweeps: stats.sweeps.load(Ordering::Relaxed),
             namespaces,
             namespace_overflow: stats.namespaces.overflowed(),
+            responses: self.response_stats(),
         }
+    }
+}
+
+impl<K, V> Inner<K, V> {
+    /// The sum of the counters of the response-cache layers alive that use this cache as their store.
+    fn response_stats(&self) -> Option<ResponseStats> {
+        let mut layers = self.responses.lock();
+        layers.retain(|layer| layer.strong_count() > 0);
+        let mut total: Option<ResponseStats> = None;
+        for layer in layers.iter().filter_map(Weak::upgrade) {
+            layer.add_to(total.get_or_insert_with(ResponseStats::default));
+        }
+        total
     }
 }
 

@@ -13,6 +13,7 @@ mod stats;
 mod store;
 mod sweeper;
 mod tags;
+mod ticket;
 
 pub use builder::{
     CacheBuilder, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_NAMESPACES, DEFAULT_MAX_TAGS,
@@ -22,7 +23,10 @@ pub use error::{KeyParseError, LoadError};
 pub use handle::CacheHandle;
 pub use key::{CacheKey, PREFIX_DEPTH};
 pub use loaded::{CacheStatus, Fetched, Loaded};
-pub use stats::{CacheStatsSnapshot, Evictions, Invalidations, NamespaceStats, TagStats};
+pub use stats::{
+    CacheStatsSnapshot, Evictions, Invalidations, NamespaceStats, ResponseStats, TagStats,
+};
 pub use store::Cache;
+pub use ticket::Ticket;
 pub mod http;
 pub use http::{CacheTags, ResponseCacheLayer};

@@ -1,7 +1,7 @@
 //! Statistics: counters striped per thread (no lock, no shared cache line on the read path), a fixed-bucket
 //! load-time histogram, a bounded table of key namespaces, and the typed snapshot.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -447,6 +447,38 @@ pub struct CacheStatsSnapshot {
     pub namespaces: Vec<NamespaceStats>,
     /// Lookups of namespaces past `max_namespaces`, counted under `<other>`.
     pub namespace_overflow: u64,
+    /// For the store of HTTP response-cache layers: what those layers did (absent for other caches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub responses: Option<ResponseStats>,
+}
+
+/// What the [`ResponseCacheLayer`](super::http::ResponseCacheLayer)s using a cache as their store did, summed
+/// over the layers alive: the part of [`ResponseCacheStats`](super::http::ResponseCacheStats) that the cache's
+/// own counters do not hold. The cache's `hits`, `stale_hits`, `misses` and `coalesced` count the layers'
+/// lookups as their `X-Cache` says (`HIT`, `STALE`, `MISS`); requests that bypass the cache are counted here
+/// only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ResponseStats {
+    /// Responses served fresh from the store (`X-Cache: HIT`).
+    pub hits: u64,
+    /// Responses served stale (`X-Cache: STALE`).
+    pub stale: u64,
+    /// Requests that went to the handler after a lookup (`X-Cache: MISS`).
+    pub misses: u64,
+    /// Requests that could not use the cache (`X-Cache: BYPASS`).
+    pub bypassed: u64,
+    /// Responses stored.
+    pub stores: u64,
+    /// `304 Not Modified` answers sent from the store.
+    pub not_modified: u64,
+    /// Requests that waited for another request's load of the same key.
+    pub coalesced: u64,
+    /// Background refreshes that stored a new response.
+    pub refreshes: u64,
+    /// Requests that bypassed the cache and responses not stored, by reason
+    /// ([`SkipReason::as_str`](super::http::SkipReason::as_str)); reasons never seen are left out.
+    pub skipped: BTreeMap<&'static str, u64>,
 }
 
 pub(crate) fn hit_ratio(hits: u64, stale_hits: u64, misses: u64) -> f64 {

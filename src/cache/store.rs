@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -26,10 +26,15 @@ use super::pattern::{Patterns, glob_match};
 use super::slot;
 use super::stats::{Counter, NO_NAMESPACE, Stats};
 use super::tags::{Seq, TagId, TagKind, TagTable};
+use super::ticket::{KeyStamps, Ticket};
 use crate::context::RequestContext;
 
 /// Bytes the table spends per entry beyond the key and the stored value (slab links, hash slot, ghost share).
 const TABLE_OVERHEAD: u64 = 32;
+
+/// Times `insert_since` takes the slot of a load in flight before it gives up (only loads that keep starting
+/// for the same key make it give up).
+const PLACEHOLDER_ATTEMPTS: usize = 8;
 
 pub(crate) type Table<K, V> = quick_cache::sync::Cache<
     K,
@@ -86,6 +91,8 @@ pub(crate) struct Inner<K, V> {
     pub(crate) seq: Seq,
     /// The clock value of the last `clear()`.
     pub(crate) cleared: AtomicU64,
+    /// When keys were last invalidated, for [`Cache::insert_since`].
+    keys: KeyStamps,
     pub(crate) tags: TagTable,
     pub(crate) stats: Arc<Stats>,
     pub(crate) patterns: Patterns,
@@ -103,6 +110,8 @@ pub(crate) struct Inner<K, V> {
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) sweeper_started: AtomicBool,
     pub(crate) sweeper: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The counters of the response-cache layers that use this cache as their store.
+    pub(crate) responses: Mutex<Vec<Weak<super::http::LayerStats>>>,
 }
 
 impl<K, V> Drop for Inner<K, V> {
@@ -308,19 +317,28 @@ where
     #[inline(never)]
     fn missed(&self, key: &K, found: Option<(Stored<V>, State)>) {
         let ns = match found {
-            Some((stored, state)) => {
-                if matches!(state, State::Dead(_) | State::Expired { fail_safe: false }) {
-                    let id = stored.meta.id;
-                    if self.table.remove_if(key, |s| s.meta.id == id).is_some() {
-                        self.count_removal(&stored, state);
-                    }
-                }
-                stored.meta.ns
-            }
+            Some((stored, state)) => self.discard(key, stored, state),
             None => self.namespace_of(key),
         };
         self.stats.add(slot::current(), ns, Counter::Misses, 1);
         request_miss(Duration::ZERO);
+    }
+
+    /// Removes `stored` (found under `key` in `state`) if it can never be read again; returns its namespace.
+    fn discard(&self, key: &K, stored: Stored<V>, state: State) -> u16 {
+        if matches!(state, State::Dead(_) | State::Expired { fail_safe: false }) {
+            let id = stored.meta.id;
+            if self.table.remove_if(key, |s| s.meta.id == id).is_some() {
+                self.count_removal(&stored, state);
+            }
+        }
+        stored.meta.ns
+    }
+
+    /// Whether `new` weighs no more than `current`: only then may it replace `current` in place (the table
+    /// evicts nothing for a value that grows in place).
+    fn no_heavier(&self, new: &Stored<V>, current: &Stored<V>) -> bool {
+        self.weight_mode.weigh(new.meta.bytes) <= self.weight_mode.weigh(current.meta.bytes)
     }
 
     /// Installs a background refresh's result over the value it refreshed (and nothing else: a value removed
@@ -329,18 +347,41 @@ where
         let Ok(_gate) = self.admit(key, &stored) else {
             return;
         };
-        let result = self
-            .table
-            .entry(key, Some(Duration::ZERO), move |_, current| {
-                if current.meta.id == refreshed {
-                    *current = stored;
-                    EntryAction::Retain(true)
-                } else {
-                    EntryAction::Retain(false)
+        let mut stored = Some(stored);
+        let result = self.table.entry(key, Some(Duration::ZERO), |_, current| {
+            if current.meta.id != refreshed {
+                return EntryAction::Retain(None);
+            }
+            match stored.take() {
+                Some(new) if self.no_heavier(&new, current) => {
+                    EntryAction::Retain(Some(std::mem::replace(current, new)))
                 }
-            });
-        // Vacant: the key was invalidated or evicted meanwhile; dropping the guard leaves it absent.
-        drop(result);
+                // Heavier: through a placeholder, so the table makes room for it.
+                Some(new) => {
+                    stored = Some(new);
+                    EntryAction::ReplaceWithGuard
+                }
+                None => EntryAction::Retain(None),
+            }
+        });
+        match result {
+            EntryResult::Replaced(guard, _) => {
+                if let Some(stored) = stored {
+                    // Err: the key was invalidated meanwhile.
+                    let _ = guard.insert(stored);
+                }
+            }
+            // Vacant: the key was invalidated or evicted meanwhile; dropping the guard leaves it absent.
+            // Retained: the replaced value (if any) is dropped here, outside the lock.
+            _ => drop(result),
+        }
+    }
+
+    /// Removes `key` for an invalidation: its stamp first, so an `insert_since` with an older ticket that
+    /// races the removal is refused (see `ticket.rs`).
+    pub(crate) fn invalidate_key(&self, key: &K) -> bool {
+        self.keys.invalidate(key, self.seq.next());
+        self.remove_key(key)
     }
 
     pub(crate) fn remove_key(&self, key: &K) -> bool {
@@ -400,6 +441,7 @@ where
                 clock: Clock::new(),
                 seq: Seq::new(),
                 cleared: AtomicU64::new(0),
+                keys: KeyStamps::new(),
                 tags: TagTable::new(config.max_tags),
                 stats,
                 patterns: Patterns::new(),
@@ -416,6 +458,7 @@ where
                 sweep_interval: config.sweep_interval,
                 sweeper_started: AtomicBool::new(false),
                 sweeper: Mutex::new(None),
+                responses: Mutex::new(Vec::new()),
             }),
         };
         super::sweeper::start(&cache.inner);
@@ -486,6 +529,121 @@ where
         if let Ok(_gate) = inner.admit(&key, &stored) {
             inner.table.insert(key, stored);
         }
+    }
+
+    /// The current point of this cache's invalidation clock. Take it *before* reading what a value is computed
+    /// from, and store the value with [`insert_since`](Cache::insert_since): an invalidation that lands while
+    /// the value is computed then keeps it from being served.
+    ///
+    /// ```
+    /// use perfscope::cache::{Cache, Loaded};
+    ///
+    /// let prices: Cache<String, u64> = Cache::builder().build().unwrap();
+    /// let key = "price:7".to_owned();
+    /// let ticket = prices.ticket(); // before the read
+    /// let price = 120; // ... read from the database
+    /// prices.invalidate_tag("prices"); // a write commits meanwhile and invalidates
+    /// assert!(!prices.insert_since(ticket, key.clone(), Loaded::new(price).tag("prices")));
+    /// assert_eq!(prices.get(&key), None);
+    /// ```
+    #[inline]
+    pub fn ticket(&self) -> Ticket {
+        Ticket {
+            seq: self.inner.seq.now(),
+            cache: self.id(),
+        }
+    }
+
+    /// Stores a value computed from state read after `ticket` was taken, unless an invalidation that concerns
+    /// it came after the ticket: [`invalidate`](Cache::invalidate) of `key` (or of a key sharing its stamp, one
+    /// of 1,024), [`invalidate_tag`](Cache::invalidate_tag) of one of its tags,
+    /// [`invalidate_prefix`](Cache::invalidate_prefix) of one of its key prefixes,
+    /// [`invalidate_matching`](Cache::invalidate_matching) matching its key, or [`clear`](Cache::clear).
+    /// Returns whether it was stored. An invalidation that overlaps this call may also let it store a value
+    /// that is then never served. A load of `key` in flight does not store its result afterwards, as with
+    /// [`insert_with`](Cache::insert_with); a ticket of another cache is refused.
+    ///
+    /// This is the race guarantee of [`get_or_compute`](Cache::get_or_compute) for code that reads and
+    /// stores by hand (see the [module documentation](super)).
+    pub fn insert_since(&self, ticket: Ticket, key: K, loaded: Loaded<V>) -> bool {
+        let inner = &*self.inner;
+        let born = ticket.seq;
+        if !loaded.store || ticket.cache != self.id() || inner.keys.invalidated_since(&key, born) {
+            return false;
+        }
+        let ns = inner.namespace_of(&key);
+        let stored = inner.make_stored(&key, loaded, born, ns);
+        let Ok(_gate) = inner.admit(&key, &stored) else {
+            return false;
+        };
+        // `invalidate(&key)` raises the key's stamp before it removes the key. So the stamp is read once the key's
+        // slot is ours: under the shard lock when the key holds a value (the removal comes after the write, or
+        // the read sees the stamp), or after putting a placeholder there (the removal takes the placeholder, and
+        // the insert fails, or the read sees the stamp).
+        let mut stored = Some(stored);
+        for _ in 0..PLACEHOLDER_ATTEMPTS {
+            let result = inner.table.entry(&key, Some(Duration::ZERO), |_, current| {
+                if inner.keys.invalidated_since(&key, born) {
+                    return EntryAction::Retain(Err(()));
+                }
+                match stored.take() {
+                    // In place when it weighs no more (the table evicts nothing for a value that grows in place);
+                    // the replaced value is dropped outside the lock.
+                    Some(new) if inner.no_heavier(&new, current) => {
+                        EntryAction::Retain(Ok(Some(std::mem::replace(current, new))))
+                    }
+                    Some(new) => {
+                        stored = Some(new);
+                        EntryAction::ReplaceWithGuard
+                    }
+                    None => EntryAction::Retain(Ok(None)),
+                }
+            });
+            match result {
+                EntryResult::Retained(Ok(replaced)) => return replaced.is_some(),
+                EntryResult::Retained(Err(())) => return false,
+                EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
+                    if inner.keys.invalidated_since(&key, born) {
+                        // Dropping the guard leaves the key absent.
+                        return false;
+                    }
+                    return stored
+                        .take()
+                        .is_some_and(|stored| guard.insert(stored).is_ok());
+                }
+                // A load of the key is in flight: take its slot, as `insert_with` does (its result is then
+                // not stored).
+                EntryResult::Timeout => drop(inner.table.remove(&key)),
+                EntryResult::Removed(..) => return false,
+            }
+        }
+        false
+    }
+
+    /// Identifies this cache for its tickets.
+    #[inline]
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner).cast::<()>() as usize
+    }
+
+    /// The fresh value of `key`, like [`get`](Cache::get) but counting nothing (the response cache counts its
+    /// lookups itself, as it judges them).
+    pub(crate) fn peek(&self, key: &K) -> Option<V> {
+        let inner = &*self.inner;
+        let stored = inner.table.get(key)?;
+        let state = inner.classify(&stored, inner.now_for(&stored));
+        if state == State::Fresh {
+            return Some(stored.value);
+        }
+        inner.discard(key, stored, state);
+        None
+    }
+
+    /// Counts one lookup of `key` judged by the caller: a hit, stale hit, miss or coalesced waiter.
+    pub(crate) fn count_lookup(&self, key: &K, counter: Counter) {
+        let inner = &*self.inner;
+        let ns = inner.namespace_of(key);
+        inner.stats.add(slot::current(), ns, counter, 1);
     }
 
     /// The value of `key`, loading it with `loader` on a miss: one load per key at a time however many
@@ -742,7 +900,7 @@ where
             .stats
             .key_invalidations
             .fetch_add(1, Ordering::Relaxed);
-        self.inner.remove_key(key)
+        self.inner.invalidate_key(key)
     }
 
     /// Makes every entry tagged `tag` unreadable, in O(1): entries are checked on read and freed by the
@@ -779,7 +937,7 @@ where
             .invalidate(TagKind::Prefix, prefix_tag(prefix), &inner.seq);
         let exact = strip_wildcard(prefix);
         if let Some(key) = key_from_text::<K>(exact) {
-            inner.remove_key(&key);
+            inner.invalidate_key(&key);
         }
     }
 

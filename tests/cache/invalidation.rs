@@ -204,3 +204,80 @@ fn the_tag_table_is_bounded_and_overflow_stays_correct() {
     let survivors = (0..100).filter(|i| cache.get(i).is_some()).count();
     assert!(survivors >= 10 - 2, "{survivors}");
 }
+
+#[test]
+fn insert_since_is_refused_after_any_invalidation_that_concerns_it() {
+    let cache: Cache<CacheKey, u32> = builder().build().unwrap();
+    let key = CacheKey::new("product").part(42).part("details");
+    let loaded = || Loaded::new(1).tag("products");
+    type Invalidate = fn(&Cache<CacheKey, u32>, &CacheKey);
+    let cases: [(&str, Invalidate); 6] = [
+        ("key", |c, k| {
+            c.invalidate(k);
+        }),
+        ("tag", |c, _| c.invalidate_tag("products")),
+        ("prefix", |c, _| c.invalidate_prefix("product:42")),
+        ("pattern", |c, _| {
+            c.invalidate_matching("product:*:details");
+        }),
+        ("prefix of the exact key", |c, _| {
+            c.invalidate_prefix("product:42:details")
+        }),
+        ("clear", |c, _| c.clear()),
+    ];
+    for (name, invalidate) in cases {
+        let ticket = cache.ticket();
+        invalidate(&cache, &key);
+        assert!(
+            !cache.insert_since(ticket, key.clone(), loaded()),
+            "{name}: refused"
+        );
+        assert_eq!(cache.get(&key), None, "{name}");
+        // A ticket taken after the invalidation stores.
+        let ticket = cache.ticket();
+        assert!(cache.insert_since(ticket, key.clone(), loaded()), "{name}");
+        assert_eq!(cache.get(&key), Some(1), "{name}");
+    }
+    // Invalidations that do not concern the value leave it alone (an unrelated key may share the key's
+    // stamp: one of 1,024, so a few of these 100 may be refused, never all).
+    let ticket = cache.ticket();
+    cache.invalidate_tag("orders");
+    cache.invalidate_prefix("order");
+    let stored = (0..100_u32)
+        .filter(|i| {
+            cache.invalidate(&CacheKey::new("order").part(*i));
+            cache.insert_since(ticket, key.clone(), Loaded::new(*i))
+        })
+        .count();
+    assert!(stored > 80, "{stored}");
+    // A ticket of another cache, and `no_store`, store nothing.
+    let other: Cache<CacheKey, u32> = builder().build().unwrap();
+    assert!(!cache.insert_since(other.ticket(), key.clone(), loaded()));
+    assert!(!cache.insert_since(cache.ticket(), key.clone(), loaded().no_store()));
+}
+
+#[tokio::test]
+async fn insert_since_takes_the_slot_of_a_load_in_flight() {
+    let cache: Cache<u32, u32> = builder().build().unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_compute(&1, move || async move {
+                    let _ = started_tx.send(());
+                    let _ = finish_rx.await;
+                    10
+                })
+                .await
+        }
+    });
+    started_rx.await.unwrap();
+    assert!(cache.insert_since(cache.ticket(), 1, Loaded::new(20)));
+    assert_eq!(cache.get(&1), Some(20));
+    finish_tx.send(()).unwrap();
+    // The load's caller gets its value; the newer insert stays.
+    assert_eq!(load.await.unwrap().unwrap(), 10);
+    assert_eq!(cache.get(&1), Some(20));
+}

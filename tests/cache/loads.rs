@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use perfscope::cache::{Cache, CacheStatus, LoadError};
+use perfscope::cache::{Cache, CacheStatus, LoadError, Loaded};
 use tokio::time::timeout;
 
 use crate::{builder, quiet_deliberate_panics};
@@ -215,4 +215,33 @@ fn overwriting_a_key_is_not_an_eviction() {
     }
     assert_eq!(cache.len(), 100);
     assert_eq!(cache.stats().evictions.size, 0);
+}
+
+#[test]
+fn insert_since_over_a_lighter_value_keeps_the_weight_bound() {
+    let bound = 64 << 10;
+    let cache: Cache<u32, Vec<u8>> = builder()
+        .max_weight(bound)
+        .weigher(|_, v: &Vec<u8>| v.len() as u64)
+        .build()
+        .unwrap();
+    for i in 0..200 {
+        cache.insert(i, vec![0; 100]);
+    }
+    // Overwriting with values that fit: in place, no eviction.
+    for i in 0..200 {
+        assert!(cache.insert_since(cache.ticket(), i, Loaded::new(vec![1; 50])));
+    }
+    assert!(cache.stats().weighted_bytes <= bound);
+    // Heavier values go through the table's admission, which evicts to make room...
+    for i in 0..200 {
+        cache.insert_since(cache.ticket(), i, Loaded::new(vec![2; 2000]));
+    }
+    let stats = cache.stats();
+    assert!(stats.weighted_bytes <= bound, "{}", stats.weighted_bytes);
+    assert!(stats.evictions.size > 0);
+    // ...and refuses one heavier than the whole bound.
+    cache.insert_since(cache.ticket(), 0, Loaded::new(vec![3; 2 * bound as usize]));
+    assert!(cache.get(&0).is_none_or(|v| v.len() < bound as usize));
+    assert!(cache.stats().weighted_bytes <= bound);
 }

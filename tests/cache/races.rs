@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use perfscope::cache::{Cache, CacheKey, Loaded};
+use perfscope::cache::{Cache, CacheKey, Loaded, Ticket};
 use tokio::sync::oneshot;
 
 use crate::builder;
@@ -175,4 +175,104 @@ async fn background_refreshes_racing_invalidation_never_serve_stale() {
     assert_eq!(stale_reads, 0);
     let refreshes = cache.stats().refreshes;
     assert!(refreshes > 1_000, "{refreshes}");
+}
+
+/// How a by-hand reader stores what it read.
+type Store = fn(&Cache<CacheKey, u64>, Ticket, CacheKey, Loaded<u64>);
+
+/// `iterations` rounds of an application's own read-then-store (`ticket`, read the database, `store`) racing a
+/// writer that bumps the database and invalidates (how: by `invalidate`). In a quarter of the rounds the store
+/// lands strictly after the invalidation returned, in another quarter the writer waits until the reader has
+/// read and both race; the rest interleave as the scheduler pleases. Returns the stale reads and the reads that
+/// straddled the invalidation.
+async fn race_by_hand(
+    iterations: u64,
+    store: Store,
+    invalidate: impl Fn(&Cache<CacheKey, u64>, &CacheKey),
+) -> (u64, u64) {
+    let cache: Cache<CacheKey, u64> = builder().build().unwrap();
+    let db = Arc::new(AtomicU64::new(0));
+    let mut stale_reads = 0;
+    let mut straddled = 0;
+    for i in 0..iterations {
+        let key = CacheKey::new("item").part(i % 16);
+        let (read_tx, read_rx) = oneshot::channel();
+        let (go_tx, go_rx) = oneshot::channel::<()>();
+        let (wait_read, store_after) = (i % 4 == 2 || i % 4 == 0, i % 4 == 0);
+        let reader = {
+            let (cache, key, db) = (cache.clone(), key.clone(), db.clone());
+            tokio::spawn(async move {
+                let ticket = cache.ticket();
+                let version = db.load(Ordering::SeqCst);
+                let _ = read_tx.send(());
+                if store_after {
+                    let _ = go_rx.await;
+                }
+                for _ in 0..i % 5 {
+                    tokio::task::yield_now().await;
+                }
+                store(&cache, ticket, key, Loaded::new(version).tag("items"));
+                version
+            })
+        };
+        if wait_read {
+            read_rx.await.unwrap();
+        }
+        for _ in 0..i % 3 {
+            tokio::task::yield_now().await;
+        }
+        let version = db.fetch_add(1, Ordering::SeqCst) + 1;
+        invalidate(&cache, &key);
+        let _ = go_tx.send(());
+        if cache.get(&key).is_some_and(|v| v < version) {
+            stale_reads += 1;
+        }
+        if reader.await.unwrap() < version {
+            straddled += 1;
+        }
+        if cache.get(&key).is_some_and(|v| v < version) {
+            stale_reads += 1;
+        }
+    }
+    (stale_reads, straddled)
+}
+
+fn insert_since(cache: &Cache<CacheKey, u64>, ticket: Ticket, key: CacheKey, loaded: Loaded<u64>) {
+    cache.insert_since(ticket, key, loaded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_since_racing_tag_invalidation_never_serves_stale() {
+    let (stale, straddled) = race_by_hand(10_000, insert_since, |cache, _| {
+        cache.invalidate_tag("items")
+    })
+    .await;
+    assert_eq!(stale, 0);
+    assert!(straddled >= 5_000, "{straddled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_since_racing_key_invalidation_never_serves_stale() {
+    let (stale, straddled) = race_by_hand(10_000, insert_since, |cache, key| {
+        cache.invalidate(key);
+    })
+    .await;
+    assert_eq!(stale, 0);
+    assert!(straddled >= 5_000, "{straddled}");
+}
+
+/// The same race with a plain `insert_with` (what the response cache did): stale reads, so the races above
+/// do exercise the hole `insert_since` closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_insert_after_a_read_is_the_race() {
+    fn insert_with(cache: &Cache<CacheKey, u64>, _: Ticket, key: CacheKey, loaded: Loaded<u64>) {
+        cache.insert_with(key, loaded);
+    }
+    let (stale, _) = race_by_hand(400, insert_with, |cache, _| cache.invalidate_tag("items")).await;
+    assert!(stale >= 100, "{stale}");
+    let (stale, _) = race_by_hand(400, insert_with, |cache, key| {
+        cache.invalidate(key);
+    })
+    .await;
+    assert!(stale >= 100, "{stale}");
 }

@@ -269,6 +269,16 @@ mod tests {
         }
     }
 
+    /// `part` with its last `"` removed when it has an odd number of them.
+    fn balance_quotes(mut part: String) -> String {
+        if part.matches('"').count() % 2 == 1
+            && let Some(last) = part.rfind('"')
+        {
+            part.remove(last);
+        }
+        part
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
@@ -312,9 +322,11 @@ mod tests {
         }
 
         #[test]
-        fn splitting_over_lines_equals_one_line(parts in proptest::collection::vec("[ a-zA-Z0-9=\"-]{0,20}", 1..8)) {
-            // without quotes spanning lines, N lines parse like their comma-joined single line
-            prop_assume!(parts.iter().all(|p| p.matches('"').count() % 2 == 0));
+        fn splitting_over_lines_equals_one_line(
+            parts in proptest::collection::vec("[ a-zA-Z0-9=\"-]{0,20}".prop_map(balance_quotes), 1..8),
+        ) {
+            // without quotes spanning lines, N lines parse like their comma-joined single line (the parts are
+            // made quote-balanced rather than filtered: a filter rejected too many inputs and made the test flaky)
             let strs: Vec<&str> = parts.iter().map(String::as_str).collect();
             prop_assert_eq!(parse(&strs), parse(&[&parts.join(",")]));
         }

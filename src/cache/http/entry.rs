@@ -143,6 +143,11 @@ impl CachedResponse {
         &self.0
     }
 
+    /// Whether both are the same stored value (not merely equal).
+    pub(crate) fn same(&self, other: &CachedResponse) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The weigher of a response cache's store: the key, the body, the headers and bookkeeping, in bytes.
     ///
     /// A store passed to [`ResponseCacheBuilder::store`](super::ResponseCacheBuilder::store) must be built

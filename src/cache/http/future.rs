@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::header::ETAG;
 use http::response::Parts;
@@ -21,7 +22,8 @@ use super::flight::{Delivery, FlightGuard};
 use super::key::ResponseKey;
 use super::layer::{Pending, Shared, Stats};
 use super::policy::SkipReason;
-use super::service::{answer, stored, strip_conditionals, strip_tags};
+use super::service::{answer, nested_cache_time, stored, strip_conditionals, strip_tags};
+use crate::cache::Ticket;
 use crate::context::RequestContext;
 
 pin_project! {
@@ -66,6 +68,11 @@ pub(crate) struct Miss<S, ReqBody> {
     /// The inner service and the request, when the call waits for another request's load first.
     pub(crate) deferred: Option<(S, Request<ReqBody>)>,
     pub(crate) context: Option<RequestContext>,
+    /// Taken before the handler is called: what it computes is stored only if nothing was invalidated since.
+    pub(crate) ticket: Ticket,
+    /// The request's cache time before the handler was called: loads of caches inside the handler record
+    /// their own time, which the miss does not count again.
+    pub(crate) cache_time_before: Duration,
     pub(crate) head: bool,
     /// Whether the response may be stored.
     pub(crate) store: bool,
@@ -127,11 +134,23 @@ impl<S, ReqBody> Miss<S, ReqBody> {
         parts
             .headers
             .insert(X_CACHE, CacheStatus::Miss.header_value());
-        Stats::add(&self.shared.stats.misses);
+        self.shared.count(&self.base, CacheStatus::Miss);
         if let Some(context) = &self.context {
-            context.record_cache_miss(self.started.elapsed());
+            // The handler's time less what nested cache loads already recorded in it.
+            let nested = context
+                .counters()
+                .cache_time
+                .saturating_sub(self.cache_time_before);
+            context.record_cache_miss(self.started.elapsed().saturating_sub(nested));
         }
         Response::from_parts(parts, body)
+    }
+
+    /// The handler is about to be called: starts the miss's clock and takes its ticket.
+    fn start(&mut self) {
+        self.ticket = self.shared.store.ticket();
+        self.cache_time_before = nested_cache_time(self.context.as_ref());
+        self.started = Instant::now();
     }
 
     /// The stored response to send instead of an error, if there is one.
@@ -142,6 +161,7 @@ impl<S, ReqBody> Miss<S, ReqBody> {
         let headers = self.request_headers.as_ref().unwrap_or(&empty);
         Some(answer(
             &self.shared,
+            &self.base,
             entry,
             headers,
             self.head,
@@ -156,6 +176,11 @@ impl<S, ReqBody> Miss<S, ReqBody> {
         let (_, request) = self.deferred.as_ref()?;
         let (stored_under, value) = delivery;
         let entry = stored(&value)?;
+        // The leader stored it, but an invalidation may have landed since (this request may have started after
+        // it): take it only if the store still holds it.
+        if !self.shared.still_stored(&stored_under, &value) {
+            return None;
+        }
         let ours = match &entry.vary {
             None => stored_under == self.base,
             Some(spec) => spec
@@ -173,6 +198,7 @@ impl<S, ReqBody> Miss<S, ReqBody> {
         };
         Some(answer(
             &self.shared,
+            &self.base,
             entry,
             request.headers(),
             self.head,
@@ -238,15 +264,19 @@ impl<S, ReqBody> Miss<S, ReqBody> {
             pending,
         } = collect;
         let body = reader.into_bytes();
-        let (stored_under, value) = self.shared.store(
+        let (stored_under, value, stored_now) = self.shared.store(
             &self.base,
             pending,
             parts.status,
             &parts.headers,
             body.clone(),
+            self.ticket,
         );
-        if let Some(guard) = self.guard.take() {
-            guard.complete(&stored_under, &value);
+        match self.guard.take() {
+            Some(guard) if stored_now => guard.complete(&stored_under, &value),
+            // Not stored (an invalidation landed while the handler ran): the waiters, which may have come after
+            // the invalidation, call the handler themselves.
+            guard => drop(guard),
         }
         if let (Some(entry), Some(request_headers)) = (stored(&value), &self.request_headers) {
             if super::etag::none_match(request_headers, &entry.etag) {
@@ -331,7 +361,7 @@ where
                     if miss.store {
                         strip_conditionals(request.headers_mut());
                     }
-                    miss.started = Instant::now();
+                    miss.start();
                     State::Calling {
                         future: service.call(request),
                     }

@@ -9,13 +9,14 @@ use http::{HeaderMap, HeaderName, StatusCode};
 use tokio::time::Instant;
 use tower_layer::Layer;
 
-use super::entry::{CachedResponse, DEFAULT_STORED_HEADERS, Entry, Stored};
+use super::entry::{CacheStatus, CachedResponse, DEFAULT_STORED_HEADERS, Entry, Stored};
 use super::extensions::take_tags;
 use super::flight::Flights;
 use super::key::{DEFAULT_KEY_HEADERS, KeyConfig, QueryKey, ResponseKey, VarySpec};
 use super::policy::{Freshness, Lifetimes, SkipReason, storable};
 use super::service::ResponseCache;
-use crate::cache::{Cache, Loaded};
+use crate::cache::stats::Counter;
+use crate::cache::{Cache, Loaded, ResponseStats, Ticket};
 use crate::error::BuildError;
 
 /// The store of a response cache.
@@ -283,12 +284,14 @@ impl ResponseCacheBuilder {
                 .weigher(CachedResponse::weigh)
                 .build()?,
         };
+        let stats = Arc::new(Stats::default());
+        store.inner.responses.lock().push(Arc::downgrade(&stats));
         Ok(ResponseCacheLayer {
             shared: Arc::new(Shared {
                 store,
                 config,
                 flights: Arc::default(),
-                stats: Stats::default(),
+                stats,
             }),
         })
     }
@@ -345,7 +348,8 @@ pub(crate) struct Shared {
     pub(crate) store: ResponseStore,
     pub(crate) config: Config,
     pub(crate) flights: Arc<Flights>,
-    pub(crate) stats: Stats,
+    /// Also registered with the store, for its snapshot.
+    pub(crate) stats: Arc<Stats>,
 }
 
 /// A response that may be stored once its body is read.
@@ -361,16 +365,16 @@ pub(crate) struct Pending {
 impl Shared {
     /// The stored response for a request: the entry at the base key, or, when that holds `Vary` names, the
     /// entry at the request's variant key.
+    ///
+    /// Counts nothing: the layer counts each request once, as its `X-Cache` says ([`Shared::count`]).
     pub(crate) fn lookup(&self, base: &ResponseKey, request: &HeaderMap) -> Option<CachedResponse> {
-        // `Cache::get` also counts the lookup on the task's current request, if any; the layer's `call` runs
-        // outside the request's task-local scope, so a request is counted once, by the layer.
-        let found = self.store.get(base)?;
+        let found = self.store.peek(base)?;
         match found.entry() {
             Entry::Response(stored) if stored.vary.is_none() => Some(found),
             Entry::Response(_) => None,
             Entry::Vary(spec) => {
                 let variant = spec.variant_key(base, request, self.config.key.max_key_bytes)?;
-                let found = self.store.get(&variant)?;
+                let found = self.store.peek(&variant)?;
                 match found.entry() {
                     Entry::Response(stored) if stored.vary.as_ref() == Some(spec) => Some(found),
                     _ => None,
@@ -420,7 +424,39 @@ impl Shared {
         result
     }
 
-    /// Stores a response whose body was read in full; returns the key it went under and the stored value.
+    /// Counts a request answered as `status` (`HIT`, `STALE` or `MISS`), in the layer's counters and in the
+    /// store's, so the store's statistics tell stale answers from fresh ones.
+    pub(crate) fn count(&self, base: &ResponseKey, status: CacheStatus) {
+        let (counter, lookup) = match status {
+            CacheStatus::Hit => (&self.stats.hits, Counter::Hits),
+            CacheStatus::Stale => (&self.stats.stale, Counter::StaleHits),
+            CacheStatus::Miss => (&self.stats.misses, Counter::Misses),
+            CacheStatus::Bypass => (&self.stats.bypassed, Counter::Misses),
+        };
+        Stats::add(counter);
+        if status != CacheStatus::Bypass {
+            self.store.count_lookup(base, lookup);
+        }
+    }
+
+    /// Counts a request that waits for another request's load of its key.
+    pub(crate) fn count_coalesced(&self, base: &ResponseKey) {
+        Stats::add(&self.stats.coalesced);
+        self.store.count_lookup(base, Counter::Coalesced);
+    }
+
+    /// Whether `value`, delivered by the request that stored it under `key`, is still what the store holds: a
+    /// request that waited for that load may take it only then (an invalidation may have landed since).
+    pub(crate) fn still_stored(&self, key: &ResponseKey, value: &CachedResponse) -> bool {
+        self.store
+            .peek(key)
+            .is_some_and(|current| current.same(value))
+    }
+
+    /// Stores a response whose body was read in full, computed by a handler called after `ticket` was taken;
+    /// returns the key it goes under, the value, and whether it was stored: not when an invalidation of the
+    /// key, of one of its tags, or `clear` landed since the ticket (counted as
+    /// [`SkipReason::Invalidated`]).
     pub(crate) fn store(
         &self,
         base: &ResponseKey,
@@ -428,7 +464,8 @@ impl Shared {
         status: StatusCode,
         headers: &HeaderMap,
         body: Bytes,
-    ) -> (ResponseKey, CachedResponse) {
+        ticket: Ticket,
+    ) -> (ResponseKey, CachedResponse, bool) {
         let Pending {
             freshness,
             vary,
@@ -448,20 +485,24 @@ impl Shared {
             vary.clone(),
         );
         let value = CachedResponse::response(stored);
-        if let Some(spec) = vary {
-            let record = Loaded::new(CachedResponse::vary(spec))
-                .ttl(keep_for)
-                .stale_for(Duration::ZERO);
-            self.store.insert_with(base.clone(), record);
-        }
         let tags = tags.iter().map(|tag| tag.to_string());
         let loaded = Loaded::new(value.clone())
             .ttl(keep_for)
             .stale_for(Duration::ZERO)
             .tags(tags);
-        self.store.insert_with(key.clone(), loaded);
+        if !self.store.insert_since(ticket, key.clone(), loaded) {
+            self.stats.skip(SkipReason::Invalidated);
+            return (key, value, false);
+        }
+        if let Some(spec) = vary {
+            let record = Loaded::new(CachedResponse::vary(spec))
+                .ttl(keep_for)
+                .stale_for(Duration::ZERO);
+            // Refused only after an invalidation of the base key: the variant is then not found, a miss.
+            self.store.insert_since(ticket, base.clone(), record);
+        }
         self.stats.stores.fetch_add(1, Ordering::Relaxed);
-        (key, value)
+        (key, value, true)
     }
 }
 
@@ -499,6 +540,25 @@ impl Stats {
 
     pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds these counters to `total` (the store's snapshot sums the layers using it).
+    pub(crate) fn add_to(&self, total: &mut ResponseStats) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        total.hits += load(&self.hits);
+        total.stale += load(&self.stale);
+        total.misses += load(&self.misses);
+        total.bypassed += load(&self.bypassed);
+        total.stores += load(&self.stores);
+        total.not_modified += load(&self.not_modified);
+        total.coalesced += load(&self.coalesced);
+        total.refreshes += load(&self.refreshes);
+        for reason in SkipReason::ALL {
+            let count = self.skipped.get(reason.index()).map_or(0, load);
+            if count > 0 {
+                *total.skipped.entry(reason.as_str()).or_default() += count;
+            }
+        }
     }
 
     fn snapshot(&self, store: &ResponseStore) -> ResponseCacheStats {

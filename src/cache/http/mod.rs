@@ -24,3 +24,5 @@ pub use layer::{
 };
 pub use policy::SkipReason;
 pub use service::ResponseCache;
+
+pub(crate) use layer::Stats as LayerStats;

@@ -61,11 +61,14 @@ pub enum SkipReason {
     Body,
     /// More tags than `max_tags`, or a tag that cannot be kept.
     Tags,
+    /// An invalidation of the response's key, of one of its tags, or `clear`, landed while the handler ran:
+    /// the response was sent but not stored, since it may predate the change.
+    Invalidated,
 }
 
 impl SkipReason {
     /// Every reason, in index order.
-    pub const ALL: [SkipReason; 16] = [
+    pub const ALL: [SkipReason; 17] = [
         SkipReason::Method,
         SkipReason::Authorization,
         SkipReason::Cookie,
@@ -82,6 +85,7 @@ impl SkipReason {
         SkipReason::NoFreshness,
         SkipReason::Body,
         SkipReason::Tags,
+        SkipReason::Invalidated,
     ];
 
     /// A short `snake_case` label.
@@ -103,6 +107,7 @@ impl SkipReason {
             SkipReason::NoFreshness => "no_freshness",
             SkipReason::Body => "body",
             SkipReason::Tags => "tags",
+            SkipReason::Invalidated => "invalidated",
         }
     }
 

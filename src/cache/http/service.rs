@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
 use http::{HeaderMap, Method, Request, Response};
@@ -17,6 +18,7 @@ use super::future::{Miss, ResponseFuture};
 use super::key::{KeyInput, ResponseKey, base_key};
 use super::layer::{Shared, Stats};
 use super::policy::{SkipReason, classify_request};
+use crate::cache::Ticket;
 use crate::context::RequestContext;
 
 /// The service of [`ResponseCacheLayer`](super::ResponseCacheLayer): answers from the store, or calls the inner
@@ -45,6 +47,7 @@ pub(crate) fn stored(value: &CachedResponse) -> Option<&Stored> {
 /// response (header-only for `HEAD`). Counts it and records a hit on the request's context.
 pub(crate) fn answer<B: Body>(
     shared: &Shared,
+    base: &ResponseKey,
     stored: &Stored,
     request_headers: &HeaderMap,
     head: bool,
@@ -53,11 +56,7 @@ pub(crate) fn answer<B: Body>(
 ) -> Response<super::ResponseBody<B>> {
     let now = Instant::now();
     let stats = &shared.stats;
-    Stats::add(if status == CacheStatus::Stale {
-        &stats.stale
-    } else {
-        &stats.hits
-    });
+    shared.count(base, status);
     if let Some(context) = context {
         context.record_cache_hit();
     }
@@ -140,6 +139,7 @@ where
                 Usability::Fresh => {
                     let response = answer(
                         shared,
+                        &base,
                         entry,
                         request.headers(),
                         head,
@@ -151,6 +151,7 @@ where
                 Usability::Stale => {
                     let response = answer(
                         shared,
+                        &base,
                         entry,
                         request.headers(),
                         head,
@@ -169,6 +170,10 @@ where
 
         let mut miss = Miss {
             shared: shared.clone(),
+            // Before the handler reads anything: a response it computes is stored only if nothing it may
+            // depend on was invalidated since.
+            ticket: shared.store.ticket(),
+            cache_time_before: nested_cache_time(context.as_ref()),
             base,
             // Kept to answer `If-None-Match` with a stale response instead of an error.
             request_headers: fallback.is_some().then(|| request.headers().clone()),
@@ -191,7 +196,7 @@ where
                 ResponseFuture::calling(self.inner.call(request), miss)
             }
             Joined::Waiter(receiver) => {
-                Stats::add(&shared.stats.coalesced);
+                shared.count_coalesced(&miss.base);
                 miss.deferred = Some((self.inner.clone(), request));
                 ResponseFuture::waiting(receiver, miss)
             }
@@ -236,6 +241,8 @@ impl<S> ResponseCache<S> {
         let base = base.clone();
         let request_headers = request.headers().clone();
         strip_conditionals(request.headers_mut());
+        // Before the refresh reads anything, as for a miss.
+        let ticket = shared.store.ticket();
         runtime.spawn(refresh(
             shared,
             service,
@@ -243,8 +250,14 @@ impl<S> ResponseCache<S> {
             request_headers,
             base,
             guard,
+            ticket,
         ));
     }
+}
+
+/// The time the request's nested cache loads have recorded so far.
+pub(crate) fn nested_cache_time(context: Option<&RequestContext>) -> Duration {
+    context.map_or(Duration::ZERO, |context| context.counters().cache_time)
 }
 
 async fn refresh<S, ReqBody, ResBody>(
@@ -254,6 +267,7 @@ async fn refresh<S, ReqBody, ResBody>(
     request_headers: HeaderMap,
     base: ResponseKey,
     guard: FlightGuard,
+    ticket: Ticket,
 ) where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
@@ -286,7 +300,10 @@ async fn refresh<S, ReqBody, ResBody>(
         return;
     };
     let body = reader.into_bytes();
-    let (stored_under, value) = shared.store(&base, pending, parts.status, &parts.headers, body);
-    Stats::add(&shared.stats.refreshes);
-    guard.complete(&stored_under, &value);
+    let (stored_under, value, stored) =
+        shared.store(&base, pending, parts.status, &parts.headers, body, ticket);
+    if stored {
+        Stats::add(&shared.stats.refreshes);
+        guard.complete(&stored_under, &value);
+    }
 }
