@@ -83,6 +83,8 @@ mod panic_hook;
 mod request_id;
 pub mod route;
 mod snapshot;
+#[cfg(any(feature = "monitor", feature = "cache"))]
+mod thread_slot;
 
 #[cfg(feature = "axum")]
 pub use admin::AdminAuth;

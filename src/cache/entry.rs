@@ -5,9 +5,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::slot;
 use super::stats::{Counter, Stats};
 use super::tags::TagId;
+use crate::thread_slot as slot;
 
 /// Tag ids kept inline before spilling to the heap.
 const INLINE_TAGS: usize = 3;

@@ -8,7 +8,6 @@ mod handle;
 mod key;
 mod loaded;
 mod pattern;
-mod slot;
 mod stats;
 mod store;
 mod sweeper;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::slot;
 use super::tags::Seq;
+use crate::thread_slot as slot;
 
 /// Patterns remembered for computes in flight; a compute older than the oldest forgotten one is refused.
 const MAX_PATTERNS: usize = 64;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use serde::Serialize;
 
-use super::slot;
 use crate::snapshot::{Bucket, Percentiles};
+use crate::thread_slot as slot;
 
 /// What a counter counts. The discriminant is the index in a stripe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

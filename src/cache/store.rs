@@ -23,11 +23,11 @@ use super::key::{
 };
 use super::loaded::{CacheStatus, Fetched, Loaded, run_loader};
 use super::pattern::{Patterns, glob_match};
-use super::slot;
 use super::stats::{Counter, NO_NAMESPACE, Stats};
 use super::tags::{Seq, TagId, TagKind, TagTable};
 use super::ticket::{KeyStamps, Ticket};
 use crate::context::RequestContext;
+use crate::thread_slot as slot;
 
 /// Bytes the table spends per entry beyond the key and the stored value (slab links, hash slot, ghost share).
 const TABLE_OVERHEAD: u64 = 32;

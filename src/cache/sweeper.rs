@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::entry::EntryWeighter;
-use super::slot;
 use super::stats::{Counter, NO_NAMESPACE};
 use super::store::{DeadBy, Inner, State};
+use crate::thread_slot as slot;
 
 impl<K, V> Inner<K, V>
 where

@@ -1,13 +1,13 @@
 //! Counter arrays that many threads add to without contention.
 //!
-//! Each live thread that records owns one shard (its [`thread_slot`]) and writes it with a plain load and store,
+//! Each live thread that records owns one shard (its [`thread_slot`](crate::thread_slot)) and writes it with a plain load and store,
 //! because no other thread writes it; threads beyond the owned shards share one shard written with atomic adds.
 //! Shards are allocated on a thread's first write, so an idle route costs a few pointers.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::monitor::thread_slot;
+use crate::thread_slot;
 
 /// `len` counters, sharded per recording thread.
 #[derive(Debug)]
@@ -75,9 +75,7 @@ impl ShardedCounters {
     pub(crate) fn new(len: usize) -> Self {
         ShardedCounters {
             len,
-            owned: (0..thread_slot::OWNED_SLOTS)
-                .map(|_| OnceLock::new())
-                .collect(),
+            owned: (0..thread_slot::OWNED).map(|_| OnceLock::new()).collect(),
             shared: OnceLock::new(),
         }
     }
@@ -86,8 +84,8 @@ impl ShardedCounters {
     #[inline]
     pub(crate) fn shard(&self) -> ShardRef<'_> {
         match thread_slot::current() {
-            // `current` only returns slots below OWNED_SLOTS, the length of `owned`.
-            Some(slot) if slot < self.owned.len() => {
+            // Stripes below OWNED (the length of `owned`) have one writer; OWNED itself is shared.
+            slot if slot < self.owned.len() => {
                 ShardRef::Owned(self.owned[slot].get_or_init(|| new_shard(self.len)))
             }
             _ => ShardRef::Shared(self.shared.get_or_init(|| new_shard(self.len))),
@@ -137,7 +135,7 @@ mod tests {
     #[test]
     fn concurrent_adds_from_many_threads_are_all_counted() {
         let counters = Arc::new(ShardedCounters::new(3));
-        let threads: Vec<_> = (0..thread_slot::OWNED_SLOTS + 6)
+        let threads: Vec<_> = (0..thread_slot::OWNED + 6)
             .map(|_| {
                 let counters = counters.clone();
                 std::thread::spawn(move || {
@@ -153,7 +151,7 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        let threads = thread_slot::OWNED_SLOTS as u64 + 6;
+        let threads = thread_slot::OWNED as u64 + 6;
         assert_eq!(counters.sum(0), threads * 1_000);
         assert_eq!(counters.sum(1), threads * 999 * 1_000 / 2);
         assert_eq!(counters.max(2), 999);

@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn threads_beyond_owned_slots_are_counted() {
         let histogram = std::sync::Arc::new(ShardedHistogram::new(layout()));
-        let threads: Vec<_> = (0..(crate::monitor::thread_slot::OWNED_SLOTS + 8))
+        let threads: Vec<_> = (0..(crate::thread_slot::OWNED + 8))
             .map(|_| {
                 let histogram = histogram.clone();
                 std::thread::spawn(move || {
@@ -227,7 +227,7 @@ mod tests {
         }
         assert_eq!(
             histogram.totals().0,
-            (crate::monitor::thread_slot::OWNED_SLOTS as u64 + 8) * 100
+            (crate::thread_slot::OWNED as u64 + 8) * 100
         );
     }
 

@@ -7,7 +7,7 @@
 use parking_lot::Mutex;
 
 use crate::context::RequestContext;
-use crate::monitor::thread_slot::{self, OWNED_SLOTS};
+use crate::thread_slot::{self, OWNED};
 
 #[derive(Debug, Default)]
 struct Slab {
@@ -31,16 +31,14 @@ pub(crate) struct LiveRequests {
 impl Default for LiveRequests {
     fn default() -> Self {
         LiveRequests {
-            shards: (0..=OWNED_SLOTS)
-                .map(|_| Mutex::new(Slab::default()))
-                .collect(),
+            shards: (0..=OWNED).map(|_| Mutex::new(Slab::default())).collect(),
         }
     }
 }
 
 impl LiveRequests {
     pub(crate) fn insert(&self, context: RequestContext) -> LiveToken {
-        let shard = thread_slot::current().unwrap_or(OWNED_SLOTS);
+        let shard = thread_slot::current().min(OWNED);
         let mut slab = self.shards[shard].lock();
         let place = match slab.free.pop() {
             Some(place) => {

@@ -34,7 +34,6 @@ pub(crate) mod registry;
 pub(crate) mod route_entry;
 mod slow;
 pub(crate) mod state;
-pub(crate) mod thread_slot;
 mod tracker;
 pub(crate) mod windows;
 

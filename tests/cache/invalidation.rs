@@ -238,18 +238,22 @@ fn insert_since_is_refused_after_any_invalidation_that_concerns_it() {
         assert!(cache.insert_since(ticket, key.clone(), loaded()), "{name}");
         assert_eq!(cache.get(&key), Some(1), "{name}");
     }
-    // Invalidations that do not concern the value leave it alone (an unrelated key may share the key's
-    // stamp: one of 1,024, so a few of these 100 may be refused, never all).
+    // Invalidations that do not concern the value leave it alone. An unrelated key shares the key's stamp with
+    // probability 1/1,024 (hashes are seeded per run), and then refuses conservatively: so each round takes
+    // its own ticket, and a refusal stays a rare event instead of refusing every later round.
     let ticket = cache.ticket();
     cache.invalidate_tag("orders");
     cache.invalidate_prefix("order");
+    let unrelated_tag_and_prefix = cache.insert_since(ticket, key.clone(), Loaded::new(0));
     let stored = (0..100_u32)
         .filter(|i| {
+            let ticket = cache.ticket();
             cache.invalidate(&CacheKey::new("order").part(*i));
             cache.insert_since(ticket, key.clone(), Loaded::new(*i))
         })
-        .count();
-    assert!(stored > 80, "{stored}");
+        .count()
+        + usize::from(unrelated_tag_and_prefix);
+    assert!(stored > 90, "{stored} of 101 stored");
     // A ticket of another cache, and `no_store`, store nothing.
     let other: Cache<CacheKey, u32> = builder().build().unwrap();
     assert!(!cache.insert_since(other.ticket(), key.clone(), loaded()));

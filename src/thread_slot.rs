@@ -1,8 +1,8 @@
-//! Gives each live thread that touches a cache a small stripe number of its own, so statistics counters are
-//! written without contention.
+//! Gives each live thread that records a small stripe number of its own, so histograms and counters (of the
+//! monitor and of caches) are written without contention: the stripe's owner is its only writer.
 //!
-//! This is process-wide bookkeeping of threads, not cached data or statistics: every [`Cache`](super::Cache)
-//! keeps its own counters, and only the stripe index comes from here. A stripe is returned when its thread exits,
+//! This is process-wide bookkeeping of threads, not measured data: every monitor and every cache keeps its own
+//! counters, and only the stripe index comes from here. A stripe is returned when its thread exits,
 //! so a pool that starts and stops threads (tokio's blocking pool) reuses stripes instead of running out. Threads
 //! past [`OWNED`] share one stripe, written with atomic adds.
 
