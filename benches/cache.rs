@@ -16,12 +16,16 @@
 //! its own, so release builds do not evict the test builds). Results and the machine: `docs/cache.md`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+#[path = "support/threads.rs"]
+mod threads;
+
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use perfscope::cache::{Cache, Loaded};
+use threads::concurrent;
 
 const KEYS: u64 = 10_000;
 
@@ -154,30 +158,6 @@ fn bench_insert(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `op(thread, i)` `iters` times on each of `threads` threads; the wall time of the slowest.
-fn concurrent(threads: u64, iters: u64, op: Arc<dyn Fn(u64, u64) + Send + Sync>) -> Duration {
-    let barrier = Arc::new(Barrier::new(threads as usize + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (barrier, op) = (barrier.clone(), op.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let start = Instant::now();
-                for i in 0..iters {
-                    op(t, i);
-                }
-                start.elapsed()
-            })
-        })
-        .collect();
-    barrier.wait();
-    handles
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .max()
-        .unwrap_or_default()
-}
-
 /// 90% reads, 10% writes, keys spread over the 10,000 entries.
 #[inline]
 fn mix_key(t: u64, i: u64) -> (u64, bool) {
@@ -191,19 +171,17 @@ fn bench_mix(c: &mut Criterion) {
     let raw = raw_quick_cache();
     group.bench_function("quick_cache", |b| {
         b.iter_custom(|iters| {
-            let raw = raw.clone();
-            concurrent(
-                2,
-                iters,
-                Arc::new(move |t, i| {
+            concurrent(2, iters, |t| {
+                let raw = raw.clone();
+                move |i| {
                     let (k, write) = mix_key(t, i);
                     if write {
                         raw.insert(k, i);
                     } else {
                         black_box(raw.get(&k));
                     }
-                }),
-            )
+                }
+            })
         })
     });
     for (name, ttl, tags) in [
@@ -213,11 +191,9 @@ fn bench_mix(c: &mut Criterion) {
         let cache = perfscope(ttl, tags);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let cache = cache.clone();
-                concurrent(
-                    2,
-                    iters,
-                    Arc::new(move |t, i| {
+                concurrent(2, iters, |t| {
+                    let cache = cache.clone();
+                    move |i| {
                         let (k, write) = mix_key(t, i);
                         if write {
                             if tags {
@@ -228,8 +204,8 @@ fn bench_mix(c: &mut Criterion) {
                         } else {
                             black_box(cache.get(&k));
                         }
-                    }),
-                )
+                    }
+                })
             })
         });
     }

@@ -10,10 +10,13 @@
 //! Run: `cargo bench --bench monitor`. Results and the machine: `docs/benchmarks.md`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+#[path = "support/threads.rs"]
+mod threads;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderValue, Request, Response};
 use perfscope::monitor::bench_support::{Layout, ShardedHistogram};
 use perfscope::{HeaderPolicy, Perfscope};
+use threads::concurrent;
 use tower::{Layer, Service, ServiceExt};
 
 fn app() -> Router {
@@ -155,29 +159,9 @@ fn bench_layers(c: &mut Criterion) {
     group.finish();
 }
 
-/// Time for `threads` threads to record `per_thread` samples each, all released at once.
-fn concurrent(threads: usize, per_thread: u64, record: Arc<dyn Fn(u64) + Send + Sync>) -> Duration {
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let barrier = barrier.clone();
-            let record = record.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                let start = Instant::now();
-                for i in 0..per_thread {
-                    record(black_box(100 + (i * 7 + t as u64) % 5_000));
-                }
-                start.elapsed()
-            })
-        })
-        .collect();
-    barrier.wait();
-    handles
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .max()
-        .unwrap_or_default()
+/// The latency sample thread `t` records at iteration `i`: spread over the common bins.
+fn sample(t: u64, i: u64) -> u64 {
+    black_box(100 + (i * 7 + t) % 5_000)
 }
 
 fn bench_record(c: &mut Criterion) {
@@ -206,55 +190,41 @@ fn bench_record(c: &mut Criterion) {
     ));
     group.bench_function("mutex_hdrhistogram_2_threads", |b| {
         b.iter_custom(|iters| {
-            let mutex = mutex.clone();
-            concurrent(
-                2,
-                iters,
-                Arc::new(move |v| mutex.lock().unwrap().record(v).unwrap()),
-            )
+            concurrent(2, iters, |t| {
+                let mutex = mutex.clone();
+                move |i| mutex.lock().unwrap().record(sample(t, i)).unwrap()
+            })
         })
     });
     // The ceiling of this machine: two threads with nothing shared at all, each its own histogram.
     group.bench_function("hdrhistogram_per_thread_2_threads", |b| {
         b.iter_custom(|iters| {
-            let barrier = Arc::new(Barrier::new(3));
-            let handles: Vec<_> = (0..2u64)
-                .map(|t| {
-                    let barrier = barrier.clone();
-                    std::thread::spawn(move || {
-                        let mut own =
-                            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2)
-                                .unwrap();
-                        barrier.wait();
-                        let start = Instant::now();
-                        for i in 0..iters {
-                            own.record(black_box(100 + (i * 7 + t) % 5_000)).unwrap();
-                        }
-                        black_box(&own);
-                        start.elapsed()
-                    })
-                })
-                .collect();
-            barrier.wait();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .max()
-                .unwrap_or_default()
+            concurrent(2, iters, |t| {
+                let mut own =
+                    hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).unwrap();
+                move |i| {
+                    own.record(sample(t, i)).unwrap();
+                    black_box(&mut own);
+                }
+            })
         })
     });
     let shared = Arc::new(ShardedHistogram::new(layout));
     group.bench_function("perfscope_2_threads", |b| {
         b.iter_custom(|iters| {
-            let shared = shared.clone();
-            concurrent(2, iters, Arc::new(move |v| shared.record(v)))
+            concurrent(2, iters, |t| {
+                let shared = shared.clone();
+                move |i| shared.record(sample(t, i))
+            })
         })
     });
     group.throughput(Throughput::Elements(1));
     group.bench_function("perfscope_1_thread_spawned", |b| {
         b.iter_custom(|iters| {
-            let shared = shared.clone();
-            concurrent(1, iters, Arc::new(move |v| shared.record(v)))
+            concurrent(1, iters, |t| {
+                let shared = shared.clone();
+                move |i| shared.record(sample(t, i))
+            })
         })
     });
     group.finish();
