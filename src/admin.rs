@@ -180,6 +180,8 @@ impl Perfscope {
         let stats_guard = guard.clone();
         #[cfg(all(feature = "cache", feature = "json"))]
         let guard_cache = guard.clone();
+        #[cfg(all(feature = "query", feature = "json"))]
+        let guard_queries = guard.clone();
         let stats_perf = self.clone();
         let metrics_perf = self.clone();
         let router = Router::new().route(
@@ -216,6 +218,21 @@ impl Perfscope {
         let _ = (stats_guard, stats_perf);
         #[cfg(all(feature = "cache", feature = "json"))]
         let router = cache_routes(router, self.clone(), guard_cache);
+        #[cfg(all(feature = "query", feature = "json"))]
+        let router = {
+            let perf = self.clone();
+            router.route(
+                "/queries",
+                get(move |request: Request| async move {
+                    if let Some(denied) = guard_queries(&request) {
+                        return denied;
+                    }
+                    let body = serde_json::to_string(&perf.inner.query.snapshot())
+                        .unwrap_or_else(|_| "{}".to_owned());
+                    no_store(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+                }),
+            )
+        };
         router
     }
 }

@@ -10,8 +10,9 @@ use http::HeaderName;
 
 use crate::Perfscope;
 use crate::error::BuildError;
+use crate::header_policy::HeaderPolicy;
 #[cfg(feature = "monitor")]
-use crate::monitor::{HeaderPolicy, config::MonitorConfig};
+use crate::monitor::config::MonitorConfig;
 
 /// Builds a [`Perfscope`] handle. Every setter takes and returns the builder by value.
 ///
@@ -33,6 +34,9 @@ pub struct PerfscopeBuilder {
     monitor: MonitorConfig,
     response_time_header: Option<String>,
     request_id_header: Option<String>,
+    header_policy: HeaderPolicy,
+    #[cfg(feature = "query")]
+    query: crate::query::QueryConfig,
 }
 
 #[cfg(feature = "monitor")]
@@ -117,12 +121,6 @@ impl PerfscopeBuilder {
         self
     }
 
-    /// When to add `X-Response-Time` and `Server-Timing` (default [`HeaderPolicy::DebugBuildsOnly`]).
-    pub fn timing_headers(mut self, policy: HeaderPolicy) -> Self {
-        self.monitor.header_policy = policy;
-        self
-    }
-
     /// Name of the response-time header (default `x-response-time`).
     pub fn response_time_header(mut self, name: impl Into<String>) -> Self {
         self.response_time_header = Some(name.into());
@@ -174,11 +172,26 @@ fn header_name(
 }
 
 impl PerfscopeBuilder {
+    /// When to add `X-Response-Time`, `Server-Timing` and `X-Query-Count` (default
+    /// [`HeaderPolicy::DebugBuildsOnly`]).
+    pub fn timing_headers(mut self, policy: HeaderPolicy) -> Self {
+        self.header_policy = policy;
+        self
+    }
+
+    /// The query analyzer's settings (default [`QueryConfig::default`](crate::query::QueryConfig::default)).
+    #[cfg(feature = "query")]
+    pub fn query(mut self, config: crate::query::QueryConfig) -> Self {
+        self.query = config;
+        self
+    }
+
     /// Checks the settings and builds the handle.
     pub fn build(self) -> Result<Perfscope, BuildError> {
         #[cfg(feature = "monitor")]
         let monitor = {
             let mut monitor = self.monitor;
+            monitor.header_policy = self.header_policy.clone();
             if monitor.max_routes == 0 {
                 return Err(BuildError::OutOfRange {
                     setting: "max_routes",
@@ -217,6 +230,10 @@ impl PerfscopeBuilder {
         Ok(Perfscope::from_parts(
             #[cfg(feature = "monitor")]
             monitor,
+            #[cfg(feature = "query")]
+            self.query,
+            #[cfg(feature = "query")]
+            self.header_policy,
         ))
     }
 }

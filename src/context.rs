@@ -49,6 +49,32 @@ struct Inner {
     panicked: AtomicBool,
     phases: Mutex<Phases>,
     counters: Counters,
+    /// The request's queries, from the first query (or the query layer) on; settled when the context drops.
+    #[cfg(feature = "query")]
+    queries: OnceLock<crate::query::log::QueryLog>,
+}
+
+#[cfg(feature = "query")]
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Every holder is gone (the request span included, which sqlx's SQLite worker keeps alive until its
+        // last event): the request's query log is complete.
+        let Some(log) = self.queries.take() else {
+            return;
+        };
+        if self.excluded.load(Ordering::Relaxed) {
+            return;
+        }
+        let route = self.route.get().map(|route| &**route);
+        #[cfg(feature = "monitor")]
+        let route = route.or_else(|| self.route_entry.get().map(|entry| &*entry.route));
+        log.settle(crate::query::log::RequestFacts {
+            method: self.method,
+            route,
+            request_id: self.request_id.as_str(),
+            elapsed: self.start.elapsed(),
+        });
+    }
 }
 
 /// Phase totals; the vector is allocated only when a request records its first phase.
@@ -110,6 +136,8 @@ impl RequestContext {
                 panicked: AtomicBool::new(false),
                 phases: Mutex::new(Phases::default()),
                 counters: Counters::default(),
+                #[cfg(feature = "query")]
+                queries: OnceLock::new(),
             }),
         }
     }
@@ -135,6 +163,53 @@ impl RequestContext {
         }
         let context = crate::context_layer::from_current_span()?;
         f.take().map(|f| f(&context))
+    }
+
+    /// The context of the task-local scope only (no span lookup).
+    #[cfg(feature = "query")]
+    pub(crate) fn current_task() -> Option<RequestContext> {
+        CURRENT.try_with(RequestContext::clone).ok()
+    }
+
+    /// The request's query log, made on first use and tied to `analyzer`.
+    #[cfg(feature = "query")]
+    pub(crate) fn query_log(
+        &self,
+        analyzer: &Arc<crate::query::analyzer::Analyzer>,
+    ) -> &crate::query::log::QueryLog {
+        self.inner
+            .queries
+            .get_or_init(|| crate::query::log::QueryLog::new(analyzer.clone()))
+    }
+
+    /// A new request span (target [`REQUEST_SPAN_TARGET`](crate::REQUEST_SPAN_TARGET)) that carries this
+    /// context, for work that runs outside perfscope's layers but should count as a request: a background
+    /// job, a test, a benchmark. The layers make this span themselves.
+    ///
+    /// ```
+    /// use tracing::Instrument;
+    ///
+    /// # async fn run_job() {}
+    /// # async fn demo() {
+    /// let context = perfscope::RequestContext::new(
+    ///     perfscope::RequestId::generate(0),
+    ///     perfscope::MethodLabel::of(&http::Method::POST),
+    ///     tokio::time::Instant::now(),
+    ///     0,
+    /// );
+    /// let span = context.request_span();
+    /// context.scope(run_job()).instrument(span).await;
+    /// # }
+    /// ```
+    pub fn request_span(&self) -> tracing::Span {
+        crate::context_layer::with_handoff(self, || {
+            tracing::info_span!(
+                target: crate::context_layer::REQUEST_SPAN_TARGET,
+                "request",
+                request_id = %self.request_id(),
+                method = self.method().as_str(),
+            )
+        })
     }
 
     /// Runs `future` with this context as the task-local current one; use it for work spawned from a handler.

@@ -24,7 +24,6 @@ thread_local! {
 
 /// Makes `context` the one attached to the next request span created on this thread, runs `make_span`, then
 /// clears the slot (the layer may not be installed, or the span may be disabled).
-#[cfg_attr(not(feature = "monitor"), allow(dead_code))]
 pub(crate) fn with_handoff<T>(context: &RequestContext, make_span: impl FnOnce() -> T) -> T {
     // No subscriber wants INFO spans: the span will be disabled, nothing to hand off.
     if !tracing::level_enabled!(tracing::Level::INFO) {
@@ -60,10 +59,15 @@ pub(crate) fn layer_installed() -> bool {
     LAYER_INSTALLED.load(Ordering::Relaxed)
 }
 
+/// Notes that request spans may carry contexts from now on.
+pub(crate) fn mark_installed() {
+    LAYER_INSTALLED.store(true, Ordering::Relaxed);
+}
+
 impl ContextLayer {
     /// A new layer.
     pub fn new() -> Self {
-        LAYER_INSTALLED.store(true, Ordering::Relaxed);
+        mark_installed();
         ContextLayer { _private: () }
     }
 }
@@ -79,19 +83,28 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if attrs.metadata().target() != REQUEST_SPAN_TARGET {
-            return;
-        }
-        let Some(context) = HANDOFF
-            .try_with(|slot| slot.borrow_mut().take())
-            .ok()
-            .flatten()
-        else {
-            return;
-        };
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(context);
-        }
+        attach_context(attrs, id, &ctx);
+    }
+}
+
+/// Moves the handed-off context into the extensions of the request span being created, if this is one. Also
+/// used by the query capture layer, so either layer alone attaches contexts; with both, the first one does.
+pub(crate) fn attach_context<S>(attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    if attrs.metadata().target() != REQUEST_SPAN_TARGET {
+        return;
+    }
+    let Some(context) = HANDOFF
+        .try_with(|slot| slot.borrow_mut().take())
+        .ok()
+        .flatten()
+    else {
+        return;
+    };
+    if let Some(span) = ctx.span(id) {
+        span.extensions_mut().insert(context);
     }
 }
 

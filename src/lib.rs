@@ -1,5 +1,6 @@
 //! perfscope shows where a web back end's time goes: per-route latency percentiles, status and outcome counts,
-//! in-flight, slow and hung requests, request IDs and timing headers, all as tower layers for axum.
+//! in-flight, slow and hung requests, request IDs and timing headers; a cache with tags and single-flight loads;
+//! and a query analyzer that finds N+1 queries and says what to write instead; all as tower layers for axum.
 //!
 //! Everything hangs off one [`Perfscope`] handle: no global state, so two handles (two test cases, two servers
 //! in one process) never see each other's data.
@@ -59,6 +60,7 @@
 //! |---|---|---|
 //! | `monitor` | yes | the request-lifecycle monitor ([`MonitorLayer`]) |
 //! | `cache` | yes | the application cache ([`cache::Cache`]) and the response-cache layer ([`cache::http::ResponseCacheLayer`]) |
+//! | `query` | yes | the query analyzer ([`query`]): capture of sqlx's query events ([`query::QueryCaptureLayer`]), fingerprints, N+1 and other findings, [`query::QueryLayer`] |
 //! | `axum` | yes | route templates from axum's `MatchedPath`, and [`Perfscope::admin_router`] |
 //! | `json` | yes | JSON export ([`export::json`]) and the admin `/stats` endpoint |
 //! | `full` | no | everything |
@@ -77,9 +79,14 @@ mod context;
 mod context_layer;
 mod error;
 pub mod export;
+#[cfg(any(feature = "cache", feature = "query"))]
+mod glob;
+mod header_policy;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 mod panic_hook;
+#[cfg(feature = "query")]
+pub mod query;
 mod request_id;
 pub mod route;
 mod snapshot;
@@ -92,8 +99,9 @@ pub use builder::PerfscopeBuilder;
 pub use context::{ContextCounters, MAX_PHASES, PhaseGuard, RequestContext, phase};
 pub use context_layer::{ContextLayer, REQUEST_SPAN_TARGET};
 pub use error::BuildError;
+pub use header_policy::HeaderPolicy;
 #[cfg(feature = "monitor")]
-pub use monitor::{HeaderPolicy, MonitorLayer, Outcome};
+pub use monitor::{MonitorLayer, Outcome};
 pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, is_valid_request_id};
 pub use route::MethodLabel;
 pub use snapshot::{
@@ -114,6 +122,10 @@ struct Shared {
     monitor: Arc<monitor::state::MonitorState>,
     #[cfg(feature = "cache")]
     caches: parking_lot::RwLock<Vec<cache::CacheHandle>>,
+    #[cfg(feature = "query")]
+    query: Arc<query::analyzer::Analyzer>,
+    #[cfg(feature = "query")]
+    header_policy: HeaderPolicy,
 }
 
 /// Most caches one handle reports on; registering more replaces nothing and is refused.
@@ -128,6 +140,8 @@ impl Perfscope {
 
     pub(crate) fn from_parts(
         #[cfg(feature = "monitor")] monitor: monitor::config::MonitorConfig,
+        #[cfg(feature = "query")] query: query::QueryConfig,
+        #[cfg(feature = "query")] header_policy: HeaderPolicy,
     ) -> Self {
         #[cfg(feature = "monitor")]
         if monitor.detect_panics {
@@ -139,6 +153,10 @@ impl Perfscope {
                 monitor: Arc::new(monitor::state::MonitorState::new(monitor)),
                 #[cfg(feature = "cache")]
                 caches: parking_lot::RwLock::new(Vec::new()),
+                #[cfg(feature = "query")]
+                query: Arc::new(query::analyzer::Analyzer::new(query)),
+                #[cfg(feature = "query")]
+                header_policy,
             }),
         }
     }
@@ -167,6 +185,8 @@ impl Perfscope {
                 overflow: view.overflow,
                 #[cfg(feature = "cache")]
                 caches: self.cache_stats(),
+                #[cfg(feature = "query")]
+                queries: self.inner.query.snapshot(),
             }
         }
         #[cfg(not(feature = "monitor"))]
@@ -184,6 +204,8 @@ impl Perfscope {
                 overflow: OverflowStats::default(),
                 #[cfg(feature = "cache")]
                 caches: self.cache_stats(),
+                #[cfg(feature = "query")]
+                queries: self.inner.query.snapshot(),
             }
         }
     }
@@ -226,6 +248,62 @@ impl Perfscope {
             .iter()
             .map(cache::CacheHandle::stats)
             .collect()
+    }
+
+    /// The layer that ties queries to requests and adds `X-Query-Count`; add it with `Router::layer` before
+    /// [`Perfscope::layer`] so that it runs inside the monitor.
+    #[cfg(feature = "query")]
+    pub fn query_layer(&self) -> query::QueryLayer {
+        query::QueryLayer::new(self.inner.query.clone(), self.inner.header_policy.clone())
+    }
+
+    /// The `tracing` layer that captures sqlx's query events, with the per-layer filter it needs; add it to
+    /// the global subscriber (see [`query::QueryCaptureLayer`]).
+    #[cfg(feature = "query")]
+    pub fn query_capture_layer<S>(
+        &self,
+    ) -> tracing_subscriber::filter::Filtered<query::QueryCaptureLayer, query::CaptureFilter, S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        query::QueryCaptureLayer::new(self.query_recorder()).filtered()
+    }
+
+    /// The manual query API, for drivers that do not emit sqlx's events.
+    #[cfg(feature = "query")]
+    pub fn query_recorder(&self) -> query::QueryRecorder {
+        query::QueryRecorder::new(self.inner.query.clone())
+    }
+
+    /// The queries of the request with ID `request_id`, once it is settled (its response body finished and
+    /// every query reported); waits up to a second for that. `None` if it was not seen or is no longer
+    /// among the most recent requests ([`query::QueryConfig::recent_requests`]).
+    #[cfg(feature = "query")]
+    pub async fn request_queries(&self, request_id: &str) -> Option<query::RequestReport> {
+        for _ in 0..200 {
+            if let Some(report) = self.inner.query.request(request_id) {
+                return Some((*report).clone());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        None
+    }
+
+    /// The most recently settled request on `method` `route` (a route template such as
+    /// `/api/quotations`).
+    #[cfg(feature = "query")]
+    pub fn last_request_queries(&self, method: &str, route: &str) -> Option<query::RequestReport> {
+        self.inner
+            .query
+            .last_request(method, route)
+            .map(|report| (*report).clone())
+    }
+
+    /// The normalized statements seen on `method` `route`, sorted: a listing to snapshot in a test and diff
+    /// when a change adds queries.
+    #[cfg(feature = "query")]
+    pub fn route_statements(&self, method: &str, route: &str) -> Vec<String> {
+        self.inner.query.route_statements(method, route)
     }
 
     /// The snapshot in the Prometheus text format.

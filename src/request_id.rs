@@ -10,6 +10,10 @@ use std::hash::{BuildHasher, Hasher};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+/// The default request-ID header.
+#[cfg(any(feature = "monitor", feature = "query"))]
+pub(crate) static HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Longest request ID accepted or produced.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 

@@ -12,7 +12,10 @@ pub const UNMATCHED_ROUTE: &str = "<unmatched>";
 pub const OVERFLOW_ROUTE: &str = "<overflow>";
 
 /// The route template of a request, from axum's `MatchedPath` when the `axum` feature is on.
-#[cfg_attr(not(any(feature = "monitor", feature = "cache")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "monitor", feature = "cache", feature = "query")),
+    allow(dead_code)
+)]
 pub(crate) fn matched_path<B>(request: &http::Request<B>) -> Option<&str> {
     #[cfg(feature = "axum")]
     {

@@ -35,6 +35,9 @@ pub struct Snapshot {
     /// Statistics of each cache registered with [`Perfscope::register_cache`](crate::Perfscope::register_cache).
     #[cfg(feature = "cache")]
     pub caches: Vec<crate::cache::CacheStatsSnapshot>,
+    /// What the query analyzer found: per-route query statistics and findings.
+    #[cfg(feature = "query")]
+    pub queries: crate::query::QueryStatsSnapshot,
 }
 
 /// Latency, status and outcome statistics of one (method, route template).

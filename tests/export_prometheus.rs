@@ -342,3 +342,50 @@ async fn cache_families_with_hostile_names_pass_promtool() {
     );
     assert!(text.contains("# TYPE perfscope_cache_load_duration_seconds histogram\n"));
 }
+
+#[cfg(feature = "query")]
+#[tokio::test]
+async fn query_families_with_hostile_routes_pass_promtool() {
+    let perf = Perfscope::builder().build().unwrap();
+    let recorder = perf.query_recorder();
+    let mut app = Router::new();
+    for (template, _) in HOSTILE {
+        let recorder = recorder.clone();
+        app = app.route(
+            template,
+            any(move || {
+                let recorder = recorder.clone();
+                async move {
+                    for id in 0..5 {
+                        recorder.record(
+                            &format!("SELECT name FROM t WHERE id = {id}"),
+                            std::time::Duration::from_micros(300),
+                            Some(1),
+                        );
+                    }
+                    "ok"
+                }
+            }),
+        );
+    }
+    let app = app.layer(perf.query_layer()).layer(perf.layer());
+    for (_, uri) in HOSTILE {
+        let (status, _) = send(&app, get_request(uri)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
+    // Requests settle once their context is gone; the body has been read, so that is now or very soon.
+    for _ in 0..100 {
+        if perf.snapshot().queries.requests == HOSTILE.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let text = perf.prometheus();
+    promtool_check(&text);
+    assert!(text.contains("# TYPE perfscope_db_queries_per_request summary\n"));
+    assert_eq!(
+        text.matches("\nperfscope_db_queries_total{").count(),
+        HOSTILE.len(),
+        "{text}"
+    );
+}

@@ -125,6 +125,8 @@ mod tests {
             overflow: OverflowStats::default(),
             #[cfg(feature = "cache")]
             caches: Vec::new(),
+            #[cfg(feature = "query")]
+            queries: Default::default(),
         }
     }
 

@@ -237,7 +237,111 @@ fn write_snapshot(out: &mut String, snapshot: &Snapshot) -> fmt::Result {
     if !snapshot.caches.is_empty() {
         write_caches(out, &snapshot.caches)?;
     }
+    #[cfg(feature = "query")]
+    if snapshot.queries.requests > 0 || snapshot.queries.unattributed_queries > 0 {
+        write_queries(out, &snapshot.queries)?;
+    }
     Ok(())
+}
+
+/// The query analyzer's families, written once it has seen a request or a query: per-route counters and the queries-per-request summary, then the
+/// process-wide ones. Labels as the HTTP families (`http_request_method`, `http_route`); statements never
+/// appear in the output.
+#[cfg(feature = "query")]
+fn write_queries(out: &mut String, queries: &crate::query::QueryStatsSnapshot) -> fmt::Result {
+    use crate::query::RouteQueryStats;
+
+    fn start(out: &mut String, name: &str, suffix: &str, route: &RouteQueryStats) -> fmt::Result {
+        out.write_str(name)?;
+        out.write_str(suffix)?;
+        out.write_str("{http_request_method=\"")?;
+        escape(out, &route.method, true)?;
+        out.write_str("\",http_route=\"")?;
+        escape(out, &route.route, true)?;
+        out.write_char('"')
+    }
+    type Read = fn(&RouteQueryStats) -> f64;
+    let per_route: [(&str, &str, &str, Read); 5] = [
+        (
+            "perfscope_db_requests_total",
+            "counter",
+            "Requests whose queries were analysed.",
+            |r| r.requests as f64,
+        ),
+        (
+            "perfscope_db_queries_total",
+            "counter",
+            "Database queries run by requests.",
+            |r| r.queries as f64,
+        ),
+        (
+            "perfscope_db_query_duration_seconds_total",
+            "counter",
+            "Time spent in database queries, seconds.",
+            |r| ms_to_secs(r.db_time_ms),
+        ),
+        (
+            "perfscope_db_time_share",
+            "gauge",
+            "Query time over request time (0 to 1).",
+            |r| r.db_time_share,
+        ),
+        (
+            "perfscope_db_n_plus_one_requests_total",
+            "counter",
+            "Requests with at least one N+1 finding.",
+            |r| r.n_plus_one_requests as f64,
+        ),
+    ];
+    for (name, kind, help, read) in per_route {
+        header(out, name, kind, help)?;
+        for route in &queries.routes {
+            start(out, name, "", route)?;
+            value(out, read(route))?;
+        }
+    }
+    const PER_REQUEST: &str = "perfscope_db_queries_per_request";
+    header(out, PER_REQUEST, "summary", "Queries per request.")?;
+    for route in &queries.routes {
+        let q = &route.queries_per_request;
+        for (quantile, v) in [("0.5", q.p50), ("0.95", q.p95), ("1", q.max)] {
+            start(out, PER_REQUEST, "", route)?;
+            write!(out, ",quantile=\"{quantile}\"")?;
+            value(out, v)?;
+        }
+        start(out, PER_REQUEST, "_sum", route)?;
+        value(out, route.queries)?;
+        start(out, PER_REQUEST, "_count", route)?;
+        value(out, route.requests)?;
+    }
+    global(
+        out,
+        "perfscope_db_unattributed_queries_total",
+        "counter",
+        "Queries that ran outside any request.",
+        queries.unattributed_queries,
+    )?;
+    global(
+        out,
+        "perfscope_db_fingerprints",
+        "gauge",
+        "Distinct statement fingerprints remembered.",
+        queries.fingerprints,
+    )?;
+    global(
+        out,
+        "perfscope_db_fingerprint_evictions_total",
+        "counter",
+        "Fingerprints forgotten to stay within the bound.",
+        queries.fingerprint_evictions,
+    )?;
+    global(
+        out,
+        "perfscope_db_findings",
+        "gauge",
+        "Distinct findings (N+1, duplicates, slow queries, ...) currently kept.",
+        queries.findings.len(),
+    )
 }
 
 /// The cache families, written only when at least one cache is registered. Labels: `cache` (the cache's
@@ -609,6 +713,8 @@ mod tests {
             },
             #[cfg(feature = "cache")]
             caches: Vec::new(),
+            #[cfg(feature = "query")]
+            queries: Default::default(),
         }
     }
 

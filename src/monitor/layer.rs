@@ -10,7 +10,6 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::context::RequestContext;
-use crate::context_layer::{REQUEST_SPAN_TARGET, with_handoff};
 use crate::monitor::body::ResponseBody;
 use crate::monitor::future::ResponseFuture;
 use crate::monitor::route_entry::RouteEntry;
@@ -153,14 +152,7 @@ where
         request.extensions_mut().insert(context.clone());
 
         let tracker = Tracker::new(state.clone(), context.clone(), timing_headers);
-        let span = with_handoff(&context, || {
-            tracing::info_span!(
-                target: REQUEST_SPAN_TARGET,
-                "request",
-                request_id = %context.request_id(),
-                method = method.as_str(),
-            )
-        });
+        let span = context.request_span();
         let inner = context.scope(self.inner.call(request)).instrument(span);
         ResponseFuture::new(inner, Some(tracker))
     }

@@ -37,8 +37,8 @@ pub(crate) mod state;
 mod tracker;
 pub(crate) mod windows;
 
+pub use crate::header_policy::HeaderPolicy;
 pub use body::ResponseBody;
-pub use config::HeaderPolicy;
 pub use future::ResponseFuture;
 pub use layer::{Monitor, MonitorLayer};
 pub use route_entry::Outcome;

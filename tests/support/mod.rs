@@ -1,6 +1,9 @@
 //! Helpers shared by the integration test binaries.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+#[cfg(feature = "query")]
+pub mod canary;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::routing::get;

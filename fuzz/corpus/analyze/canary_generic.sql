@@ -1,0 +1,1 @@
+SELECT TOP (987652000) * FROM [dbo].[users] WHERE name = N'CANARYq7x2z0' AND d > {ts '2023-12-31'}

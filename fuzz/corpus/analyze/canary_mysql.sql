@@ -1,0 +1,2 @@
+SELECT * FROM users WHERE name = "CANARYq7x1z0" AND bio = 'it\'s' # CANARY
+LIMIT 987651000, 10

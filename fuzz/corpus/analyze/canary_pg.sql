@@ -1,0 +1,1 @@
+SELECT * FROM users WHERE email = 'CANARYq7x0z0@example.com' AND id IN (987650000, 2) AND note = E'CANARY\'s'

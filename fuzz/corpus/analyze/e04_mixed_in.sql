@@ -1,0 +1,1 @@
+SELECT * FROM t WHERE x IN ('a', $1, 3, NULL)

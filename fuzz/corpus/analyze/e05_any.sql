@@ -1,0 +1,1 @@
+SELECT * FROM t WHERE id = ANY($1) OR id = ANY(ARRAY[1,2,3]) OR id = ANY('{1,2,3}'::int[])

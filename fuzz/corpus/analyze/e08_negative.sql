@@ -1,0 +1,1 @@
+SELECT * FROM t WHERE x > -100 AND y = x-1 AND z = x - -1 AND w = (-1) AND v = ARRAY[-1,-2]

@@ -1,0 +1,1 @@
+SELECT 'it''s', E'it\'s', N'foo', U&'\0041', '', 'abc

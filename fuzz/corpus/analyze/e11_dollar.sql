@@ -1,0 +1,1 @@
+SELECT $$ a;b'c $$, $fn$ x $$ y $fn$, $1

@@ -1,0 +1,1 @@
+SELECT "User"."Id", user.id, `user`, [dbo].[users], "foo" FROM t

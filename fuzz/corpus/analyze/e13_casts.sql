@@ -1,0 +1,1 @@
+SELECT $1::int, '2024-01-01'::date, CAST(? AS INT), int4(1), interval '1 day', DATE '2024-01-01', TIMESTAMP WITH TIME ZONE '2024-01-01'

@@ -1,0 +1,1 @@
+SELECT ?, ?1, $1, :name, :1, @p1, @name, %s, %(name)s, '$1', ':x'

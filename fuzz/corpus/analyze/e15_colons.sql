@@ -1,0 +1,1 @@
+SELECT a::text, a :: text, a::"MyType" FROM t

@@ -1,0 +1,1 @@
+SELECT * FROM t WHERE data ? 'k' AND data ?| array['a'] AND data ?& array['b'] AND data @? '$.a' AND data #>> '{a}' = 'x' AND data->>'k' = 'y'

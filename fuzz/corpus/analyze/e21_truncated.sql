@@ -1,0 +1,1 @@
+SELECT * FROM t WHERE a = 'abc AND b = $$x /* c

@@ -1,0 +1,1 @@
+SELECT * FROM orders_2024_01 t1 JOIN t2 ON t1.id = t2.id JOIN shard_17.users u ON true

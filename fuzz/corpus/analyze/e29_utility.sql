@@ -1,0 +1,1 @@
+SET LOCAL statement_timeout = 5000; NOTIFY ch, 'payload'; COPY t FROM STDIN; EXPLAIN ANALYZE SELECT 1

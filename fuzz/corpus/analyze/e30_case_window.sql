@@ -1,0 +1,1 @@
+SELECT CASE WHEN a = 1 THEN 'x' ELSE 'z' END, row_number() OVER (PARTITION BY b ORDER BY c) FROM t

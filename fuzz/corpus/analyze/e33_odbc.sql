@@ -1,0 +1,1 @@
+SELECT * FROM t WHERE d > {ts '2023-12-31 23:59:59'} AND e = {d '2023-12-31'}

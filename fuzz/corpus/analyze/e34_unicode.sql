@@ -1,0 +1,2 @@
+SELECT  naïve,
+	'日本語' FROM t WHERE x = 'ü'

@@ -1,0 +1,434 @@
+//! Getting queries in: [`QueryCaptureLayer`] reads sqlx's `sqlx::query` and `sqlx::pool::acquire` events, and
+//! [`QueryRecorder`] is the manual API for other drivers. Both attribute each query to its request's
+//! [`RequestContext`], or count it as unattributed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::filter::Filtered;
+use tracing_subscriber::layer::{Context, Filter, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::analyzer::Analyzer;
+use super::log::QueryLog;
+use super::model::{FingerprintId, FingerprintInfo, QueryRecord, StatementKind};
+use crate::context::RequestContext;
+use crate::context_layer::{self, REQUEST_SPAN_TARGET};
+
+/// Target of sqlx's per-statement events.
+pub const SQLX_QUERY_TARGET: &str = "sqlx::query";
+/// Target of sqlx's slow pool-acquire events.
+pub const SQLX_POOL_TARGET: &str = "sqlx::pool::acquire";
+
+/// Records queries run by drivers that do not emit sqlx's events (tokio-postgres, diesel, SeaORM callbacks),
+/// attributing each to the current request. Cheap to clone; get one with
+/// [`Perfscope::query_recorder`](crate::Perfscope::query_recorder).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let perf = perfscope::Perfscope::builder().build().unwrap();
+/// let recorder = perf.query_recorder();
+/// // With a duration you measured:
+/// recorder.record("SELECT name FROM products WHERE id = $1", Duration::from_micros(180), Some(1));
+/// // Or with a guard that times until it is dropped:
+/// let mut timer = recorder.time("UPDATE products SET price = $1 WHERE id = $2");
+/// // ... run the statement ...
+/// timer.set_rows(1);
+/// drop(timer);
+/// // Outside a request both count as unattributed.
+/// assert_eq!(perf.snapshot().queries.unattributed_queries, 2);
+/// ```
+#[derive(Clone)]
+pub struct QueryRecorder {
+    analyzer: Arc<Analyzer>,
+}
+
+impl std::fmt::Debug for QueryRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryRecorder").finish_non_exhaustive()
+    }
+}
+
+/// What one query reported, besides its statement.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct QueryFacts {
+    pub(crate) duration: Duration,
+    pub(crate) rows_returned: Option<u64>,
+    pub(crate) rows_affected: Option<u64>,
+    pub(crate) params: Option<u64>,
+}
+
+impl QueryRecorder {
+    pub(crate) fn new(analyzer: Arc<Analyzer>) -> Self {
+        QueryRecorder { analyzer }
+    }
+
+    /// Records a query that took `duration` and returned `rows` rows (when known), in the current request
+    /// ([`RequestContext::current`]).
+    pub fn record(&self, sql: &str, duration: Duration, rows: Option<u64>) {
+        let facts = QueryFacts {
+            duration,
+            rows_returned: rows,
+            ..QueryFacts::default()
+        };
+        self.record_facts(RequestContext::current().as_ref(), sql, facts);
+    }
+
+    /// Records a query in `context`'s request (for code that holds the context, on any thread).
+    pub fn record_in(
+        &self,
+        context: &RequestContext,
+        sql: &str,
+        duration: Duration,
+        rows: Option<u64>,
+    ) {
+        let facts = QueryFacts {
+            duration,
+            rows_returned: rows,
+            ..QueryFacts::default()
+        };
+        self.record_facts(Some(context), sql, facts);
+    }
+
+    /// Records a query with a hash of its bind values, which tells an N+1 (different values) from a
+    /// duplicate (the same values). Hash the values yourself; perfscope never sees them.
+    pub fn record_with_params(
+        &self,
+        sql: &str,
+        duration: Duration,
+        rows: Option<u64>,
+        params_hash: u64,
+    ) {
+        let facts = QueryFacts {
+            duration,
+            rows_returned: rows,
+            params: Some(params_hash),
+            ..QueryFacts::default()
+        };
+        self.record_facts(RequestContext::current().as_ref(), sql, facts);
+    }
+
+    /// A guard that records `sql` when dropped, timed from now, in the request current now.
+    pub fn time(&self, sql: &str) -> QueryTimer {
+        let context = RequestContext::current();
+        QueryTimer {
+            recorder: self.clone(),
+            id: self.fingerprint_in(context.as_ref(), sql).id,
+            context,
+            start: Instant::now(),
+            rows: None,
+        }
+    }
+
+    pub(crate) fn record_facts(
+        &self,
+        context: Option<&RequestContext>,
+        sql: &str,
+        facts: QueryFacts,
+    ) {
+        let Some(context) = context else {
+            self.analyzer.unattributed(facts.duration);
+            return;
+        };
+        context.record_query(facts.duration);
+        if context.is_excluded() {
+            return;
+        }
+        // The request's log may belong to another handle's analyzer (one capture layer serves every handle
+        // in the process): fingerprint with the analyzer that will read the fingerprint.
+        let log = context.query_log(&self.analyzer);
+        let info = log.analyzer().fingerprint(sql);
+        // SQLite reports the previous write's count as a SELECT's rows affected: meaningless for reads.
+        let facts = if info.kind == StatementKind::Select {
+            QueryFacts {
+                rows_affected: None,
+                ..facts
+            }
+        } else {
+            facts
+        };
+        push(context, log, info.id, facts);
+    }
+
+    /// The fingerprint `sql` gets in `context`'s request (or in this recorder's analyzer, outside one).
+    fn fingerprint_in(&self, context: Option<&RequestContext>, sql: &str) -> Arc<FingerprintInfo> {
+        match context {
+            Some(context) => context
+                .query_log(&self.analyzer)
+                .analyzer()
+                .fingerprint(sql),
+            None => self.analyzer.fingerprint(sql),
+        }
+    }
+
+    fn record_pool_wait(&self, context: Option<&RequestContext>, wait: Duration) {
+        if let Some(context) = context.filter(|c| !c.is_excluded()) {
+            context.query_log(&self.analyzer).push_pool_wait(wait);
+        }
+    }
+}
+
+/// Adds one query to `log`, timed against `context`'s start.
+fn push(context: &RequestContext, log: &QueryLog, fingerprint: FingerprintId, facts: QueryFacts) {
+    let end = context.elapsed();
+    log.push(QueryRecord {
+        fingerprint,
+        start: end.saturating_sub(facts.duration),
+        duration: facts.duration,
+        rows_returned: facts.rows_returned,
+        rows_affected: facts.rows_affected,
+        params: facts.params,
+        site: 0,
+    });
+}
+
+/// Times one query; records it when dropped. From [`QueryRecorder::time`].
+#[must_use = "the query is recorded when the timer is dropped"]
+pub struct QueryTimer {
+    recorder: QueryRecorder,
+    id: FingerprintId,
+    context: Option<RequestContext>,
+    start: Instant,
+    rows: Option<u64>,
+}
+
+impl QueryTimer {
+    /// Sets the rows the query returned.
+    pub fn set_rows(&mut self, rows: u64) {
+        self.rows = Some(rows);
+    }
+}
+
+impl std::fmt::Debug for QueryTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryTimer")
+            .field("fingerprint", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for QueryTimer {
+    fn drop(&mut self) {
+        let facts = QueryFacts {
+            duration: self.start.elapsed(),
+            rows_returned: self.rows,
+            ..QueryFacts::default()
+        };
+        match &self.context {
+            Some(context) => {
+                context.record_query(facts.duration);
+                if !context.is_excluded() {
+                    push(
+                        context,
+                        context.query_log(&self.recorder.analyzer),
+                        self.id,
+                        facts,
+                    );
+                }
+            }
+            None => self.recorder.analyzer.unattributed(facts.duration),
+        }
+    }
+}
+
+/// A `tracing_subscriber` layer that captures sqlx's query events and attributes them to requests.
+///
+/// sqlx emits one `DEBUG` event per statement (target `sqlx::query`) with the statement, rows and elapsed
+/// time; SQLite emits it on its worker thread inside the caller's span, PostgreSQL in the caller's task. The
+/// layer finds the request through the request span, which it also tags with the request's context (so
+/// [`ContextLayer`](crate::ContextLayer) is not needed beside it). Get it filtered with
+/// [`Perfscope::query_capture_layer`](crate::Perfscope::query_capture_layer), which turns on exactly the
+/// events and spans it needs, whatever the application's own filter says:
+///
+/// ```
+/// use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+///
+/// let perf = perfscope::Perfscope::builder().build().unwrap();
+/// tracing_subscriber::registry()
+///     // the application's log, at INFO, filtered for this layer only
+///     .with(fmt::layer().with_filter(EnvFilter::new("info")))
+///     // sqlx's DEBUG query events reach perfscope, not the log
+///     .with(perf.query_capture_layer())
+///     .try_init()
+///     .ok();
+/// ```
+///
+/// A global filter (`registry().with(EnvFilter::new("info"))` with no per-layer filters) vetoes DEBUG events
+/// for every layer: put the application's filter on its own layer as above, or have sqlx log statements at
+/// INFO (`ConnectOptions::log_statements(log::LevelFilter::Info)`). The subscriber must be the global default:
+/// sqlx's SQLite worker threads do not see a thread-local (`set_default`) subscriber.
+#[derive(Debug, Clone)]
+pub struct QueryCaptureLayer {
+    recorder: QueryRecorder,
+}
+
+impl QueryCaptureLayer {
+    pub(crate) fn new(recorder: QueryRecorder) -> Self {
+        context_layer::mark_installed();
+        QueryCaptureLayer { recorder }
+    }
+
+    /// This layer with the per-layer filter that enables exactly what it reads.
+    pub fn filtered<S>(self) -> Filtered<Self, CaptureFilter, S>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        self.with_filter(CaptureFilter { _private: () })
+    }
+}
+
+/// The per-layer filter of [`QueryCaptureLayer`]: sqlx's query and pool events and perfscope's request
+/// spans, at any level up to `DEBUG`.
+#[derive(Debug, Clone, Copy)]
+pub struct CaptureFilter {
+    _private: (),
+}
+
+fn wanted(metadata: &Metadata<'_>) -> bool {
+    let target = metadata.target();
+    if metadata.is_span() {
+        target == REQUEST_SPAN_TARGET
+    } else {
+        target == SQLX_QUERY_TARGET || target == SQLX_POOL_TARGET
+    }
+}
+
+impl<S> Filter<S> for CaptureFilter {
+    fn enabled(&self, metadata: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        wanted(metadata)
+    }
+
+    fn callsite_enabled(
+        &self,
+        metadata: &'static Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if wanted(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::DEBUG)
+    }
+}
+
+impl<S> Layer<S> for QueryCaptureLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        context_layer::attach_context(attrs, id, &ctx);
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let target = event.metadata().target();
+        let is_query = target == SQLX_QUERY_TARGET;
+        if !is_query && target != SQLX_POOL_TARGET {
+            return;
+        }
+        let context = ctx
+            .event_span(event)
+            .and_then(|span| RequestContext::from_span(&span))
+            .or_else(RequestContext::current_task);
+        let mut fields = SqlxFields::default();
+        event.record(&mut fields);
+        if is_query {
+            let Some(sql) = fields.sql() else {
+                return;
+            };
+            let facts = QueryFacts {
+                duration: fields.elapsed.unwrap_or_default(),
+                rows_returned: fields.rows_returned,
+                rows_affected: fields.rows_affected,
+                params: None,
+            };
+            self.recorder.record_facts(context.as_ref(), sql, facts);
+        } else if let Some(wait) = fields.acquired_after {
+            self.recorder.record_pool_wait(context.as_ref(), wait);
+        }
+    }
+}
+
+/// The fields of sqlx's events, as sqlx 0.7 to 0.9 name them.
+#[derive(Default)]
+struct SqlxFields {
+    summary: String,
+    statement: String,
+    rows_returned: Option<u64>,
+    rows_affected: Option<u64>,
+    elapsed: Option<Duration>,
+    acquired_after: Option<Duration>,
+}
+
+/// Longest statement text taken from an event; longer text is cut (on a character boundary) before
+/// fingerprinting, which looks at a bounded prefix anyway.
+const MAX_CAPTURED_SQL: usize = 64 * 1024;
+
+fn capped(value: &str) -> &str {
+    if value.len() <= MAX_CAPTURED_SQL {
+        return value;
+    }
+    let mut end = MAX_CAPTURED_SQL;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value.get(..end).unwrap_or("")
+}
+
+impl SqlxFields {
+    /// The full statement; sqlx leaves `db.statement` empty when the summary is the whole statement.
+    fn sql(&self) -> Option<&str> {
+        let statement = self.statement.trim();
+        if !statement.is_empty() {
+            return Some(statement);
+        }
+        let summary = self.summary.trim();
+        (!summary.is_empty()).then_some(summary)
+    }
+}
+
+fn seconds(value: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(value).ok()
+}
+
+impl Visit for SqlxFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "db.statement" => self.statement = capped(value).to_owned(),
+            "summary" => self.summary = capped(value).to_owned(),
+            _ => {}
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match field.name() {
+            "rows_returned" => self.rows_returned = Some(value),
+            "rows_affected" => self.rows_affected = Some(value),
+            _ => {}
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if let Ok(value) = u64::try_from(value) {
+            self.record_u64(field, value);
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        match field.name() {
+            "elapsed_secs" => self.elapsed = seconds(value),
+            // sqlx 0.8 spells it without the c.
+            "acquired_after_secs" | "aquired_after_secs" => self.acquired_after = seconds(value),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+}

@@ -1,0 +1,17 @@
+//! Integration tests of the query analyzer.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod capture;
+mod fingerprint;
+mod pathological;
+mod pipeline;
+
+#[allow(dead_code)]
+#[path = "../monitor/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;

@@ -1,0 +1,291 @@
+//! The whole pipeline through the manual API: requests settle into findings and statistics, literals never
+//! reach an export, and a request's memory stays bounded.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use perfscope::query::{DetectConfig, Dialect, FindingKind, QueryConfig, QueryRecorder};
+use perfscope::{HeaderPolicy, MethodLabel, Perfscope, RequestContext, RequestId};
+
+use crate::support::canary::canary_corpus;
+use crate::support::{get_request, send};
+
+fn perf_with(dialect: Dialect) -> Perfscope {
+    Perfscope::builder()
+        .timing_headers(HeaderPolicy::Always)
+        .query(
+            QueryConfig::default()
+                .dialect(dialect)
+                .detect(DetectConfig::development()),
+        )
+        .build()
+        .unwrap()
+}
+
+/// A request context made by hand, settled when the last clone is dropped.
+fn context(route: &str) -> RequestContext {
+    let context = RequestContext::new(
+        RequestId::generate(1_700_000_000_000),
+        MethodLabel::of(&http::Method::GET),
+        tokio::time::Instant::now(),
+        1_700_000_000_000,
+    );
+    context.set_route(route.into());
+    context
+}
+
+/// Runs the quotations page the N+1 way: the list, then per row its customer and its lines.
+fn quotations_n_plus_one(recorder: &QueryRecorder, context: &RequestContext) {
+    let ms = Duration::from_millis(1);
+    recorder.record_in(
+        context,
+        "SELECT id, number, customer_id FROM quotations ORDER BY id DESC LIMIT 20 OFFSET 0",
+        ms,
+        Some(20),
+    );
+    for id in 1..=20 {
+        recorder.record_in(
+            context,
+            &format!("SELECT id, name FROM customers WHERE id = {id}"),
+            ms,
+            Some(1),
+        );
+        recorder.record_in(
+            context,
+            &format!("SELECT product_id, quantity FROM quotation_lines WHERE quotation_id = {id}"),
+            ms,
+            Some(5),
+        );
+    }
+}
+
+async fn settled(perf: &Perfscope, context: RequestContext) -> perfscope::query::RequestReport {
+    let id = context.request_id().as_str().to_owned();
+    drop(context);
+    perf.request_queries(&id).await.expect("settled")
+}
+
+#[tokio::test]
+async fn the_quotations_n_plus_one_is_found_with_high_confidence() {
+    let perf = perf_with(Dialect::Sqlite);
+    let recorder = perf.query_recorder();
+    let ctx = context("/api/quotations");
+    quotations_n_plus_one(&recorder, &ctx);
+    let report = settled(&perf, ctx).await;
+    assert_eq!(report.count, 41);
+    let n_plus_one: Vec<_> = report.n_plus_one().collect();
+    assert!(!n_plus_one.is_empty(), "{:#?}", report.findings);
+    assert!(
+        n_plus_one
+            .iter()
+            .any(|f| f.confidence == perfscope::query::Confidence::High),
+        "{n_plus_one:#?}"
+    );
+    let finding = n_plus_one[0];
+    assert_eq!(finding.route, "/api/quotations");
+    assert!(!finding.recommendation.sqlx.is_empty());
+    assert!(!finding.recommendation.diesel.is_empty());
+    assert!(!finding.recommendation.sea_orm.is_empty());
+    let listed = perf.snapshot().queries.findings;
+    assert!(
+        listed
+            .iter()
+            .any(|f| f.finding.kind == FindingKind::NPlusOne)
+    );
+}
+
+#[tokio::test]
+async fn ordinary_repeats_are_not_n_plus_one() {
+    let perf = perf_with(Dialect::PostgreSql);
+    let recorder = perf.query_recorder();
+    let ms = Duration::from_millis(30);
+    let cases: [(&str, Vec<String>); 4] = [
+        (
+            "transaction",
+            (0..10)
+                .flat_map(|_| ["BEGIN".to_owned(), "COMMIT".to_owned()])
+                .collect(),
+        ),
+        ("health check", vec!["SELECT 1".to_owned(); 10]),
+        (
+            "below the threshold",
+            std::iter::once("SELECT id FROM orders LIMIT 10".to_owned())
+                .chain((1..=2).map(|i| format!("SELECT * FROM lines WHERE order_id = {i}")))
+                .collect(),
+        ),
+        (
+            "different statements",
+            (0..10)
+                .map(|i| {
+                    format!(
+                        "SELECT c{i} FROM table_{} WHERE k = {i}",
+                        ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"][i]
+                    )
+                })
+                .collect(),
+        ),
+    ];
+    for (name, statements) in cases {
+        let ctx = context("/case");
+        for sql in &statements {
+            recorder.record_in(&ctx, sql, ms, Some(1));
+        }
+        let report = settled(&perf, ctx).await;
+        assert_eq!(report.count, statements.len() as u64, "{name}");
+        assert_eq!(
+            report.n_plus_one().count(),
+            0,
+            "{name}: {:#?}",
+            report.findings
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_million_queries_keep_the_request_log_bounded_and_still_report_the_n_plus_one() {
+    let perf = perf_with(Dialect::Sqlite);
+    let recorder = perf.query_recorder();
+    let ctx = context("/api/flood");
+    let statements: Vec<String> = (0..10)
+        .map(|i| format!("SELECT v{i} FROM flood_{i} WHERE id = $1"))
+        .collect();
+    recorder.record_in(
+        &ctx,
+        "SELECT id FROM flood_list LIMIT 100000",
+        Duration::from_micros(5),
+        Some(100_000),
+    );
+    // Warm the memo, so the measurement sees only the request's own log.
+    for sql in &statements {
+        recorder.record_in(&ctx, sql, Duration::from_micros(5), Some(1));
+    }
+    let before = crate::alloc::live_bytes();
+    for i in 0..1_000_000 - 11 {
+        recorder.record_in(&ctx, &statements[i % 10], Duration::from_micros(5), Some(1));
+    }
+    let grown = crate::alloc::live_bytes() - before;
+    assert!(
+        grown < 256 * 1024,
+        "the request's log grew by {grown} bytes"
+    );
+    let report = settled(&perf, ctx).await;
+    assert_eq!(report.count, 1_000_000);
+    assert!(report.records_dropped > 0);
+    assert!(report.n_plus_one().count() > 0, "{:#?}", report.findings);
+    println!("1,000,000 queries: the request's log grew by {grown} bytes");
+}
+
+/// Every statement of the canary corpus runs five times in a request (so that findings quote it) under each
+/// dialect; no planted literal may appear in the JSON snapshot, the Prometheus text, the admin endpoint or the
+/// findings.
+#[tokio::test]
+async fn no_literal_reaches_any_export() {
+    let corpus = canary_corpus();
+    assert!(corpus.len() >= 500, "{}", corpus.len());
+    for dialect in [
+        Dialect::PostgreSql,
+        Dialect::MySql,
+        Dialect::Sqlite,
+        Dialect::Generic,
+    ] {
+        let perf = perf_with(dialect);
+        let recorder = perf.query_recorder();
+        let statements: Vec<(String, Vec<String>)> = corpus
+            .iter()
+            .filter(|(d, _, _)| *d == dialect)
+            .map(|(_, sql, canaries)| (sql.clone(), canaries.clone()))
+            .collect();
+        let canaries: Vec<String> = statements.iter().flat_map(|(_, c)| c.clone()).collect();
+        for (sql, _) in &statements {
+            let ctx = context("/api/canary/{id}");
+            recorder.record_in(
+                &ctx,
+                "SELECT id FROM parents LIMIT 50",
+                Duration::from_millis(1),
+                Some(50),
+            );
+            for _ in 0..5 {
+                recorder.record_in(&ctx, sql, Duration::from_millis(150), Some(2000));
+            }
+            drop(ctx);
+        }
+        let admin: Router = Router::new()
+            .nest(
+                "/admin/perf",
+                perf.admin_router(perfscope::AdminAuth::token("canary-admin-token-1234").unwrap()),
+            )
+            .with_state(());
+        let request = http::Request::get("/admin/perf/queries")
+            .header("authorization", "Bearer canary-admin-token-1234")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let (status, _, queries) = send(&admin, request).await;
+        assert_eq!(status, 200);
+        let outputs = [
+            ("json", perf.json()),
+            ("prometheus", perf.prometheus()),
+            ("admin", String::from_utf8(queries.to_vec()).unwrap()),
+            (
+                "findings",
+                format!("{:?}", perf.snapshot().queries.findings),
+            ),
+        ];
+        assert!(
+            perf.snapshot().queries.findings.len() > 10,
+            "the corpus produced findings that quote statements"
+        );
+        for (name, text) in &outputs {
+            for canary in &canaries {
+                assert!(
+                    !text.contains(canary.as_str()),
+                    "{dialect:?}: canary {canary} leaked into the {name} output"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn query_statistics_reach_the_snapshot_and_prometheus() {
+    let perf = perf_with(Dialect::Sqlite);
+    let recorder = perf.query_recorder();
+    let app: Router = Router::new()
+        .route(
+            "/api/quotations",
+            get(move || {
+                let recorder = recorder.clone();
+                async move {
+                    let ctx = RequestContext::current().unwrap();
+                    quotations_n_plus_one(&recorder, &ctx);
+                    "[]"
+                }
+            }),
+        )
+        .layer(perf.query_layer())
+        .layer(perf.layer())
+        .with_state(());
+    for _ in 0..3 {
+        let (_, headers, _) = send(&app, get_request("/api/quotations")).await;
+        assert_eq!(headers["x-query-count"], "41");
+        assert!(
+            headers["server-timing"]
+                .to_str()
+                .unwrap()
+                .contains("db;dur=41.0")
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let snapshot = perf.snapshot();
+    let route = &snapshot.queries.routes[0];
+    assert_eq!((route.requests, route.queries), (3, 123));
+    assert_eq!(route.queries_per_request.max, 41);
+    assert_eq!(route.n_plus_one_requests, 3);
+    assert!(route.top_fingerprints.len() >= 3);
+    let text = perf.prometheus();
+    assert!(text.contains(
+        "perfscope_db_queries_total{http_request_method=\"GET\",http_route=\"/api/quotations\"} 123"
+    ));
+    let statements = perf.route_statements("GET", "/api/quotations");
+    assert_eq!(statements.len(), 3, "{statements:?}");
+}
