@@ -1,14 +1,22 @@
-//! The SQLite database: where it lives, its schema, and the deterministic seed.
+//! The database: SQLite by default, PostgreSQL when `DATABASE_URL` is set; its schema and the deterministic seed.
 //!
-//! Every start deletes the file and rebuilds it, so the demo always begins from the same state and a crashed run
-//! leaves nothing to clean up by hand. Seeding runs in one transaction with multi-row `INSERT`s: a few dozen
-//! statements instead of ~15,000, which keeps start-up fast even in a debug build.
+//! Both run behind one [`AnyPool`] (sqlx's `Any` driver), so every query of the handlers is written once: the
+//! SQL is the common subset of the two dialects, with `$1`-style placeholders (which SQLite binds by number
+//! too), and values are limited to what `Any` carries (integers, text, booleans; money is integer cents and
+//! timestamps are RFC 3339 text). Only the schema differs per database.
+//!
+//! Every start rebuilds the data, so the demo always begins from the same state: the SQLite file is deleted and
+//! recreated; on PostgreSQL the demo's tables are dropped and recreated. Seeding runs in one transaction with
+//! multi-row `INSERT`s: a few dozen statements instead of ~15,000, which keeps start-up fast even in a debug
+//! build.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Connection};
 
 use crate::catalog::{self, Catalog};
 use crate::password;
@@ -16,10 +24,14 @@ use crate::password;
 /// Seed of the demo data set; change it to get a different (but still reproducible) catalogue.
 const SEED: u64 = 0x5eed_f00d_cafe_0001;
 
-/// Connections in the pool: a few, since SQLite serialises writers anyway and the demo runs on small machines.
-const MAX_CONNECTIONS: u32 = 4;
+/// Connections in the pool on SQLite: a few, since SQLite serialises writers anyway and the demo runs on small
+/// machines.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// Connections in the pool on PostgreSQL: enough for the dashboard's concurrent queries and a few requests.
+const POSTGRES_MAX_CONNECTIONS: u32 = 8;
 
-/// Rows per multi-row `INSERT`, kept well below SQLite's limit of 32,766 bound parameters.
+/// Rows per multi-row `INSERT`, kept well below SQLite's limit of 32,766 bound parameters (PostgreSQL allows
+/// 65,535).
 const ROWS_PER_INSERT: usize = 500;
 
 /// The login user created by the seed.
@@ -30,7 +42,16 @@ const ADMIN_SALT: [u8; 16] = [
     0xa7, 0x4e, 0x19, 0xc3, 0x82, 0x5d, 0xf0, 0x36, 0x6b, 0xe8, 0x21, 0x9c, 0x47, 0xd5, 0x0a, 0xb1,
 ];
 
-const SCHEMA: &str = "
+/// The demo's tables, children first (the order to drop them in).
+const TABLES: [&str; 5] = [
+    "quotation_lines",
+    "quotations",
+    "users",
+    "customers",
+    "products",
+];
+
+const SQLITE_SCHEMA: &str = "
 CREATE TABLE products (
     id          INTEGER PRIMARY KEY,
     sku         TEXT    NOT NULL UNIQUE,
@@ -75,18 +96,114 @@ CREATE INDEX quotation_lines_quotation_id ON quotation_lines (quotation_id);
 CREATE INDEX quotation_lines_product_id ON quotation_lines (product_id);
 ";
 
-/// `ERP_DATABASE`, or `perfscope-erp-<pid>.db` in the temp directory (one file per process, so two demos can run
-/// side by side).
-pub(crate) fn database_path() -> PathBuf {
-    std::env::var_os("ERP_DATABASE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("perfscope-erp-{}.db", std::process::id()))
-        })
+/// The same tables on PostgreSQL: 64-bit integers throughout (the handlers read every integer as `i64`), and the
+/// timestamps compared byte by byte (`COLLATE "C"`), as SQLite does, whatever the database's locale.
+const POSTGRES_SCHEMA: &str = r#"
+CREATE TABLE products (
+    id          BIGINT PRIMARY KEY,
+    sku         TEXT   NOT NULL UNIQUE,
+    name        TEXT   NOT NULL,
+    category    TEXT   NOT NULL,
+    price_cents BIGINT NOT NULL CHECK (price_cents >= 0),
+    stock       BIGINT NOT NULL CHECK (stock >= 0),
+    updated_at  TEXT   COLLATE "C" NOT NULL
+);
+CREATE TABLE customers (
+    id    BIGINT PRIMARY KEY,
+    name  TEXT NOT NULL,
+    email TEXT NOT NULL UNIQUE,
+    city  TEXT NOT NULL,
+    phone TEXT NOT NULL
+);
+CREATE TABLE quotations (
+    id          BIGINT PRIMARY KEY,
+    customer_id BIGINT NOT NULL REFERENCES customers (id),
+    status      TEXT   NOT NULL CHECK (status IN ('draft', 'sent', 'accepted', 'rejected')),
+    created_at  TEXT   COLLATE "C" NOT NULL,
+    total_cents BIGINT NOT NULL
+);
+CREATE TABLE quotation_lines (
+    id               BIGSERIAL PRIMARY KEY,
+    quotation_id     BIGINT NOT NULL REFERENCES quotations (id),
+    product_id       BIGINT NOT NULL REFERENCES products (id),
+    quantity         BIGINT NOT NULL CHECK (quantity > 0),
+    unit_price_cents BIGINT NOT NULL CHECK (unit_price_cents >= 0)
+);
+CREATE TABLE users (
+    id            BIGSERIAL PRIMARY KEY,
+    email         TEXT NOT NULL UNIQUE,
+    name          TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    password_hash TEXT NOT NULL
+);
+CREATE INDEX quotations_customer_id ON quotations (customer_id);
+CREATE INDEX quotations_created_at ON quotations (created_at);
+CREATE INDEX quotations_status ON quotations (status);
+CREATE INDEX quotation_lines_quotation_id ON quotation_lines (quotation_id);
+CREATE INDEX quotation_lines_product_id ON quotation_lines (product_id);
+"#;
+
+/// Where the demo's data lives.
+#[derive(Debug, Clone)]
+pub(crate) enum Location {
+    /// A SQLite file, deleted at start and at shutdown.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database; its demo tables are dropped and recreated at start.
+    Postgres(String),
+}
+
+impl Location {
+    /// `DATABASE_URL` when set (a `postgres://` URL), else the SQLite file `ERP_DATABASE`, else
+    /// `perfscope-erp-<pid>.db` in the temp directory (one file per process, so two demos can run side by side).
+    pub(crate) fn from_env() -> Result<Self, String> {
+        if let Some(url) = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+        {
+            return if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Ok(Self::Postgres(url))
+            } else {
+                Err("DATABASE_URL must be a postgres:// URL (unset it to use SQLite)".to_owned())
+            };
+        }
+        let path = std::env::var_os("ERP_DATABASE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("perfscope-erp-{}.db", std::process::id()))
+            });
+        Ok(Self::Sqlite(path))
+    }
+
+    /// Deletes what the demo leaves behind at shutdown: the SQLite file (the PostgreSQL tables stay until the
+    /// next start resets them).
+    pub(crate) fn remove_files(&self) {
+        if let Self::Sqlite(path) = self {
+            remove_sqlite_files(path);
+        }
+    }
+}
+
+/// For logs: the file, or the URL without its password.
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "SQLite file {}", path.display()),
+            Self::Postgres(url) => match url.parse::<AnyConnectOptions>() {
+                Ok(options) => {
+                    let mut url = options.database_url;
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("***"));
+                    }
+                    write!(f, "PostgreSQL {url}")
+                }
+                Err(_) => f.write_str("PostgreSQL (unparsable DATABASE_URL)"),
+            },
+        }
+    }
 }
 
 /// Deletes the database file and its WAL companions; missing files are fine.
-pub(crate) fn remove_files(path: &Path) {
+fn remove_sqlite_files(path: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let mut file = path.as_os_str().to_owned();
         file.push(suffix);
@@ -94,23 +211,78 @@ pub(crate) fn remove_files(path: &Path) {
     }
 }
 
-/// Deletes any previous database at `path`, creates a new one in WAL mode and applies the schema.
-pub(crate) async fn open_fresh(path: &Path) -> Result<SqlitePool, sqlx::Error> {
-    remove_files(path);
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        // WAL lets the readers of concurrent requests proceed while a `PUT` writes.
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(MAX_CONNECTIONS)
-        .connect_with(options)
-        .await?;
-    sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-    Ok(pool)
+/// Opens the database at `location` with its previous demo data removed and the schema applied, ready for
+/// [`seed`].
+pub(crate) async fn open_fresh(location: &Location) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    match location {
+        Location::Sqlite(path) => {
+            remove_sqlite_files(path);
+            // The file is created with a native connection, in WAL mode (which lets the readers of concurrent
+            // requests proceed while a `PUT` writes). The mode is stored in the file, so the pool's
+            // connections, opened from a URL, use it too; foreign keys are on there by default.
+            let options = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            options.connect().await?.close().await?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(SQLITE_MAX_CONNECTIONS)
+                // Every connection opened now: no request waits for one, or finds its set-up in its queries.
+                .min_connections(SQLITE_MAX_CONNECTIONS)
+                .connect(options.to_url_lossy().as_str())
+                .await?;
+            sqlx::raw_sql(SQLITE_SCHEMA).execute(&pool).await?;
+            Ok(pool)
+        }
+        Location::Postgres(url) => {
+            let pool = AnyPoolOptions::new()
+                .max_connections(POSTGRES_MAX_CONNECTIONS)
+                // As for SQLite: every connection opened now.
+                .min_connections(POSTGRES_MAX_CONNECTIONS)
+                .connect(url)
+                .await?;
+            let existing: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables
+                 WHERE table_schema = current_schema()
+                   AND table_name IN ('products', 'customers', 'quotations', 'quotation_lines', 'users')",
+            )
+            .fetch_one(&pool)
+            .await?;
+            // One transaction: a failure leaves the previous tables as they were.
+            let mut tx = pool.begin().await?;
+            if existing > 0 {
+                tracing::warn!(
+                    database = %location,
+                    "resetting the database: dropping and recreating the demo tables ({})",
+                    TABLES.join(", ")
+                );
+                let drop = format!("DROP TABLE IF EXISTS {}", TABLES.join(", "));
+                sqlx::raw_sql(AssertSqlSafe(drop)).execute(&mut *tx).await?;
+            }
+            sqlx::raw_sql(POSTGRES_SCHEMA).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(pool)
+        }
+    }
+}
+
+/// `$first, $first+1, ..` for `count` values: the placeholders of an `IN (..)` list or a `VALUES` row, numbered in
+/// the order the values are bound.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `INSERT INTO <into> VALUES ($1, .., $columns), ..` for `rows` rows: the multi-row statement both databases
+/// accept.
+fn insert_sql(into: &str, columns: usize, rows: usize) -> AssertSqlSafe<String> {
+    let values: Vec<String> = (0..rows)
+        .map(|row| format!("({})", placeholders(row * columns + 1, columns)))
+        .collect();
+    AssertSqlSafe(format!("INSERT INTO {into} VALUES {}", values.join(", ")))
 }
 
 /// What [`seed`] inserted and how long it took.
@@ -124,7 +296,7 @@ pub(crate) struct SeedReport {
 }
 
 /// Fills the empty schema with the deterministic data set and the admin user, in one transaction.
-pub(crate) async fn seed(pool: &SqlitePool) -> Result<SeedReport, sqlx::Error> {
+pub(crate) async fn seed(pool: &AnyPool) -> Result<SeedReport, sqlx::Error> {
     let started = Instant::now();
     let Catalog {
         products,
@@ -136,73 +308,80 @@ pub(crate) async fn seed(pool: &SqlitePool) -> Result<SeedReport, sqlx::Error> {
     let mut tx = pool.begin().await?;
 
     for chunk in products.chunks(ROWS_PER_INSERT) {
-        QueryBuilder::<Sqlite>::new(
-            "INSERT INTO products (id, sku, name, category, price_cents, stock, updated_at) ",
-        )
-        .push_values(chunk, |mut row, p| {
-            row.push_bind(p.id)
-                .push_bind(p.sku.clone())
-                .push_bind(p.name.clone())
-                .push_bind(p.category)
-                .push_bind(p.price_cents)
-                .push_bind(p.stock)
-                .push_bind(p.updated_at.clone());
-        })
-        .build()
-        .execute(&mut *tx)
-        .await?;
+        let sql = insert_sql(
+            "products (id, sku, name, category, price_cents, stock, updated_at)",
+            7,
+            chunk.len(),
+        );
+        let mut insert = sqlx::query(sql);
+        for p in chunk {
+            insert = insert
+                .bind(p.id)
+                .bind(&p.sku)
+                .bind(&p.name)
+                .bind(p.category)
+                .bind(p.price_cents)
+                .bind(p.stock)
+                .bind(&p.updated_at);
+        }
+        insert.execute(&mut *tx).await?;
     }
 
     for chunk in customers.chunks(ROWS_PER_INSERT) {
-        QueryBuilder::<Sqlite>::new("INSERT INTO customers (id, name, email, city, phone) ")
-            .push_values(chunk, |mut row, c| {
-                row.push_bind(c.id)
-                    .push_bind(c.name.clone())
-                    .push_bind(c.email.clone())
-                    .push_bind(c.city)
-                    .push_bind(c.phone.clone());
-            })
-            .build()
-            .execute(&mut *tx)
-            .await?;
+        let sql = insert_sql("customers (id, name, email, city, phone)", 5, chunk.len());
+        let mut insert = sqlx::query(sql);
+        for c in chunk {
+            insert = insert
+                .bind(c.id)
+                .bind(&c.name)
+                .bind(&c.email)
+                .bind(c.city)
+                .bind(&c.phone);
+        }
+        insert.execute(&mut *tx).await?;
     }
 
     for chunk in quotations.chunks(ROWS_PER_INSERT) {
-        QueryBuilder::<Sqlite>::new(
-            "INSERT INTO quotations (id, customer_id, status, created_at, total_cents) ",
-        )
-        .push_values(chunk, |mut row, q| {
-            row.push_bind(q.id)
-                .push_bind(q.customer_id)
-                .push_bind(q.status)
-                .push_bind(q.created_at.clone())
-                .push_bind(q.total_cents);
-        })
-        .build()
-        .execute(&mut *tx)
-        .await?;
+        let sql = insert_sql(
+            "quotations (id, customer_id, status, created_at, total_cents)",
+            5,
+            chunk.len(),
+        );
+        let mut insert = sqlx::query(sql);
+        for q in chunk {
+            insert = insert
+                .bind(q.id)
+                .bind(q.customer_id)
+                .bind(q.status)
+                .bind(&q.created_at)
+                .bind(q.total_cents);
+        }
+        insert.execute(&mut *tx).await?;
     }
 
+    // Lines get their ids from the database, in insertion order: quotation by quotation, as generated.
     let lines: Vec<_> = quotations
         .iter()
         .flat_map(|q| q.lines.iter().map(move |line| (q.id, line)))
         .collect();
     for chunk in lines.chunks(ROWS_PER_INSERT * 2) {
-        QueryBuilder::<Sqlite>::new(
-            "INSERT INTO quotation_lines (quotation_id, product_id, quantity, unit_price_cents) ",
-        )
-        .push_values(chunk, |mut row, (quotation_id, line)| {
-            row.push_bind(*quotation_id)
-                .push_bind(line.product_id)
-                .push_bind(line.quantity)
-                .push_bind(line.unit_price_cents);
-        })
-        .build()
-        .execute(&mut *tx)
-        .await?;
+        let sql = insert_sql(
+            "quotation_lines (quotation_id, product_id, quantity, unit_price_cents)",
+            4,
+            chunk.len(),
+        );
+        let mut insert = sqlx::query(sql);
+        for (quotation_id, line) in chunk {
+            insert = insert
+                .bind(*quotation_id)
+                .bind(line.product_id)
+                .bind(line.quantity)
+                .bind(line.unit_price_cents);
+        }
+        insert.execute(&mut *tx).await?;
     }
 
-    sqlx::query("INSERT INTO users (email, name, role, password_hash) VALUES (?1, ?2, ?3, ?4)")
+    sqlx::query("INSERT INTO users (email, name, role, password_hash) VALUES ($1, $2, $3, $4)")
         .bind(ADMIN_EMAIL)
         .bind("Pharmacy Admin")
         .bind("admin")

@@ -1,10 +1,11 @@
 //! A small ERP/CRM back end for a pharmacy, instrumented with perfscope.
 //!
-//! Run it with `cargo run --example erp_server`, then open the URLs it prints. The server seeds a fresh SQLite
-//! database with a deterministic catalogue (products, customers, quotations), so every run shows the same data and
-//! the same performance problems: `/api/quotations` is deliberately written in the N+1 shape a naive ERP has, and
-//! `/api/auth/login` spends most of its time hashing the password (visible as the `password_hash` phase in the
-//! `Server-Timing` header).
+//! Run it with `cargo run --example erp_server`, then open the URLs it prints. The server seeds a fresh database
+//! (an embedded SQLite file, or PostgreSQL when `DATABASE_URL` is set) with a deterministic catalogue (products,
+//! customers, quotations), so every run shows the same data and the same performance problems:
+//! `/api/quotations` is deliberately written in the N+1 shape a naive ERP has (`/api/v2/quotations` is the same
+//! page in three queries), and `/api/auth/login` spends most of its time hashing the password (visible as the
+//! `password_hash` phase in the `Server-Timing` header).
 //!
 //! The product, customer and dashboard reads are cached (module `caches`): their responses carry `X-Cache`
 //! (`MISS`, then `HIT` for 30 s), `PUT /api/products/{id}` invalidates what it changes, and
@@ -12,8 +13,11 @@
 //!
 //! Environment:
 //! - `ERP_ADDR`: listen address (default `127.0.0.1:3000`).
-//! - `ERP_DATABASE`: SQLite file to use (default `perfscope-erp-<pid>.db` in the temp directory). The file is
-//!   deleted and recreated at start, so never point it at data you want to keep.
+//! - `DATABASE_URL`: a `postgres://` URL to run on PostgreSQL instead of SQLite. The demo's tables there
+//!   (`products`, `customers`, `quotations`, `quotation_lines`, `users`) are dropped and recreated at start, so
+//!   use a database of its own.
+//! - `ERP_DATABASE`: SQLite file to use without `DATABASE_URL` (default `perfscope-erp-<pid>.db` in the temp
+//!   directory). The file is deleted and recreated at start, so never point it at data you want to keep.
 //! - `PERFSCOPE_ADMIN_TOKEN`: protects `/admin/perf/*` with a token. Without it the admin routes answer loopback
 //!   clients only (development mode).
 //! - `RUST_LOG`: log filter (default `info`).
@@ -32,8 +36,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use perfscope::query::{DetectConfig, Dialect, QueryConfig};
+use sqlx::AnyPool;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 /// The default listen address; `ERP_ADDR` overrides it.
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
@@ -41,8 +47,8 @@ const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 /// Shared state of every handler: cheap to clone (a pool handle and an `Arc`).
 #[derive(Clone)]
 pub(crate) struct AppState {
-    /// The SQLite connection pool.
-    pub(crate) db: SqlitePool,
+    /// The connection pool, SQLite or PostgreSQL (see [`db`]).
+    pub(crate) db: AnyPool,
     /// Issues the opaque tokens returned by `/api/auth/login`.
     pub(crate) sessions: Arc<session::SessionIssuer>,
     /// The data caches, and the response store for invalidation.
@@ -59,15 +65,34 @@ enum AdminMode {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    // Database: fresh tables, seeded deterministically so every run serves the same data.
+    let location = db::Location::from_env()?;
+
+    // perfscope: one handle; its layers measure the application routes and their queries, its admin router
+    // serves the results. The development thresholds flag an N+1 however fast the database answers.
+    let dialect = match location {
+        db::Location::Postgres(_) => Dialect::PostgreSql,
+        _ => Dialect::Sqlite,
+    };
+    let perf = perfscope::Perfscope::builder()
+        .slow_threshold(Duration::from_millis(200)) // ERP target: every page under 200 ms
+        .query(
+            QueryConfig::default()
+                .dialect(dialect)
+                .detect(DetectConfig::development()),
         )
+        .build()?;
+
+    // The log at INFO (or RUST_LOG) on its own layer; perfscope's capture layer brings its own filter, which
+    // lets sqlx's DEBUG query events through to perfscope only.
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        ))
+        .with(perf.query_capture_layer())
         .init();
 
-    // Database: a fresh file, seeded deterministically so every run serves the same data.
-    let db_path = db::database_path();
-    let pool = db::open_fresh(&db_path).await?;
+    let pool = db::open_fresh(&location).await?;
     let report = db::seed(&pool).await?;
     println!(
         "seeded {} products, {} customers, {} quotations ({} lines) into {} in {:.2?}",
@@ -75,14 +100,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.customers,
         report.quotations,
         report.lines,
-        db_path.display(),
+        location,
         report.elapsed,
     );
 
-    // perfscope: one handle; its layer measures the application routes, its admin router serves the results.
-    let perf = perfscope::Perfscope::builder()
-        .slow_threshold(Duration::from_millis(200)) // ERP target: every page under 200 ms
-        .build()?;
     let (auth, admin_mode) = match std::env::var("PERFSCOPE_ADMIN_TOKEN") {
         Ok(token) => (perfscope::AdminAuth::token(token)?, AdminMode::Token),
         Err(_) => (
@@ -102,6 +123,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let app = routes::router(responses)
         .with_state(state)
+        // Inside the monitor: ties each request's queries to it and adds `X-Query-Count`.
+        .layer(perf.query_layer())
         // Outermost, so the monitor sees every response, `X-Cache` included, and times hits too.
         .layer(perf.layer())
         // Nested after `.layer(..)` so the admin routes are not measured as application traffic.
@@ -122,7 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tracing::info!("shutting down");
     pool.close().await;
-    db::remove_files(&db_path);
+    location.remove_files();
     Ok(())
 }
 
@@ -137,6 +160,7 @@ fn print_banner(addr: SocketAddr, admin_mode: &AdminMode) {
     println!("  curl -i '{base}/api/products?q=paracetamol&page=1&per_page=5'");
     println!("  curl -i {base}/api/customers/1");
     println!("  curl -i {base}/api/quotations        # N+1 on purpose: 41 queries per page");
+    println!("  curl -i {base}/api/v2/quotations     # the same page in 3 queries");
     println!("  curl -i {base}/api/quotations/1");
     println!("  curl -i {base}/api/dashboard");
     println!(

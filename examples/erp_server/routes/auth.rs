@@ -62,7 +62,7 @@ pub(crate) async fn login(
     }
 
     let row = sqlx::query_as::<_, UserRow>(
-        "SELECT id, email, name, role, password_hash FROM users WHERE email = ?1 COLLATE NOCASE",
+        "SELECT id, email, name, role, password_hash FROM users WHERE lower(email) = lower($1)",
     )
     .bind(email.trim())
     .fetch_optional(&state.db)

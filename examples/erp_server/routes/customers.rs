@@ -2,14 +2,18 @@
 //!
 //! The response is cached (see [`crate::caches`]), tagged `customer:{id}` and `quotations`.
 
+use std::collections::HashMap;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use perfscope::cache::CacheTags;
 use serde::Serialize;
+use sqlx::AssertSqlSafe;
 
 use crate::AppState;
 use crate::caches::{QUOTATIONS, customer_tag};
+use crate::db::placeholders;
 use crate::error::AppError;
 
 /// How many recent quotations the customer view lists.
@@ -27,13 +31,33 @@ pub(crate) struct Customer {
 
 impl Customer {
     /// Loads one customer, `None` when the id does not exist.
-    pub(crate) async fn find(db: &sqlx::SqlitePool, id: i64) -> Result<Option<Self>, sqlx::Error> {
+    pub(crate) async fn find(db: &sqlx::AnyPool, id: i64) -> Result<Option<Self>, sqlx::Error> {
         sqlx::query_as::<_, Self>(
-            "SELECT id, name, email, city, phone FROM customers WHERE id = ?1",
+            "SELECT id, name, email, city, phone FROM customers WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(db)
         .await
+    }
+
+    /// Loads the customers with the given ids in one query, by id; ids that do not exist are left out.
+    pub(crate) async fn find_many(
+        db: &sqlx::AnyPool,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, Self>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT id, name, email, city, phone FROM customers WHERE id IN ({}) ORDER BY id",
+            placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query_as::<_, Self>(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let customers = query.fetch_all(db).await?;
+        Ok(customers.into_iter().map(|c| (c.id, c)).collect())
     }
 }
 
@@ -66,13 +90,13 @@ pub(crate) async fn show(
         .await?
         .ok_or_else(|| AppError::not_found("customer", id))?;
     let quotation_count: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM quotations WHERE customer_id = ?1")
+        sqlx::query_scalar("SELECT COUNT(*) FROM quotations WHERE customer_id = $1")
             .bind(id)
             .fetch_one(&state.db)
             .await?;
     let recent_quotations = sqlx::query_as::<_, QuotationSummary>(
         "SELECT id, status, total_cents, created_at FROM quotations
-         WHERE customer_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
+         WHERE customer_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
     )
     .bind(id)
     .bind(RECENT_QUOTATIONS)

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use perfscope::cache::{CacheTags, Loaded};
 use serde::Serialize;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 use crate::AppState;
 use crate::caches::{CUSTOMERS, PRODUCTS, QUOTATIONS};
@@ -75,11 +75,12 @@ pub(crate) async fn summary(
     Ok((Extension(CacheTags::new(TABLES)), Json(dashboard)))
 }
 
-/// The aggregates, from five queries run concurrently.
-async fn compute(db: &SqlitePool) -> Result<Dashboard, AppError> {
+/// The aggregates, from five queries run concurrently. Sums are cast to `BIGINT`: PostgreSQL sums 64-bit integers
+/// into `NUMERIC`, which the `Any` driver does not carry.
+async fn compute(db: &AnyPool) -> Result<Dashboard, AppError> {
     let (products, customers, by_status, accepted_revenue_cents, top_products) = tokio::try_join!(
         sqlx::query_as::<_, (i64, i64)>(
-            "SELECT COUNT(*), COALESCE(SUM(stock < ?1), 0) FROM products"
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN stock < $1 THEN 1 ELSE 0 END), 0) FROM products"
         )
         .bind(LOW_STOCK)
         .fetch_one(db),
@@ -89,13 +90,13 @@ async fn compute(db: &SqlitePool) -> Result<Dashboard, AppError> {
         )
         .fetch_all(db),
         sqlx::query_scalar::<_, i64>(
-            "SELECT COALESCE(SUM(total_cents), 0) FROM quotations WHERE status = 'accepted'"
+            "SELECT CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) FROM quotations WHERE status = 'accepted'"
         )
         .fetch_one(db),
         sqlx::query_as::<_, TopProduct>(
-            "SELECT p.id AS product_id, p.name, SUM(l.quantity) AS quantity
+            "SELECT p.id AS product_id, p.name, CAST(SUM(l.quantity) AS BIGINT) AS quantity
              FROM quotation_lines l JOIN products p ON p.id = l.product_id
-             GROUP BY p.id ORDER BY quantity DESC, p.id LIMIT ?1",
+             GROUP BY p.id ORDER BY quantity DESC, p.id LIMIT $1",
         )
         .bind(TOP_PRODUCTS)
         .fetch_all(db),

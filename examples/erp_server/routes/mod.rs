@@ -31,6 +31,7 @@ pub(crate) fn router(responses: ResponseCacheLayer) -> Router<AppState> {
         .route("/health", get(health))
         .route("/api/products/{id}", put(products::update))
         .route("/api/quotations", get(quotations::list))
+        .route("/api/v2/quotations", get(quotations::list_v2))
         .route("/api/quotations/{id}", get(quotations::show))
         .route("/api/auth/login", post(auth::login))
         .merge(cached)

@@ -38,9 +38,9 @@ impl Product {
     }
 
     /// Loads one product, `None` when the id does not exist.
-    async fn find(db: &sqlx::SqlitePool, id: i64) -> Result<Option<Self>, sqlx::Error> {
+    async fn find(db: &sqlx::AnyPool, id: i64) -> Result<Option<Self>, sqlx::Error> {
         sqlx::query_as::<_, Self>(
-            "SELECT id, sku, name, category, price_cents, stock, updated_at FROM products WHERE id = ?1",
+            "SELECT id, sku, name, category, price_cents, stock, updated_at FROM products WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(db)
@@ -77,15 +77,15 @@ pub(crate) async fn search(
     let pattern = like_pattern(params.q.as_deref().unwrap_or("").trim());
 
     let total: i64 = sqlx::query_scalar(
-        r"SELECT COUNT(*) FROM products WHERE name LIKE ?1 ESCAPE '\' OR sku LIKE ?1 ESCAPE '\'",
+        r"SELECT COUNT(*) FROM products WHERE lower(name) LIKE $1 ESCAPE '\' OR lower(sku) LIKE $1 ESCAPE '\'",
     )
     .bind(&pattern)
     .fetch_one(&state.db)
     .await?;
     let items = sqlx::query_as::<_, Product>(
         r"SELECT id, sku, name, category, price_cents, stock, updated_at FROM products
-          WHERE name LIKE ?1 ESCAPE '\' OR sku LIKE ?1 ESCAPE '\'
-          ORDER BY id LIMIT ?2 OFFSET ?3",
+          WHERE lower(name) LIKE $1 ESCAPE '\' OR lower(sku) LIKE $1 ESCAPE '\'
+          ORDER BY id LIMIT $2 OFFSET $3",
     )
     .bind(&pattern)
     .bind(page.limit())
@@ -184,9 +184,9 @@ pub(crate) async fn update(
 
     let product = sqlx::query_as::<_, Product>(
         "UPDATE products
-         SET name = COALESCE(?1, name), price_cents = COALESCE(?2, price_cents), stock = COALESCE(?3, stock),
-             updated_at = ?4
-         WHERE id = ?5
+         SET name = COALESCE($1, name), price_cents = COALESCE($2, price_cents), stock = COALESCE($3, stock),
+             updated_at = $4
+         WHERE id = $5
          RETURNING id, sku, name, category, price_cents, stock, updated_at",
     )
     .bind(update.name)
@@ -201,7 +201,8 @@ pub(crate) async fn update(
     Ok(Json(product))
 }
 
-/// `%needle%` with the LIKE wildcards of the needle escaped, so a search for `50%` means the literal text.
+/// `%needle%` in ASCII lower case, to match against `lower(column)` (LIKE ignores case on SQLite but not on
+/// PostgreSQL), with the LIKE wildcards of the needle escaped, so a search for `50%` means the literal text.
 fn like_pattern(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);
     pattern.push('%');
@@ -209,7 +210,7 @@ fn like_pattern(needle: &str) -> String {
         if matches!(c, '%' | '_' | '\\') {
             pattern.push('\\');
         }
-        pattern.push(c);
+        pattern.push(c.to_ascii_lowercase());
     }
     pattern.push('%');
     pattern
@@ -222,6 +223,7 @@ mod tests {
     #[test]
     fn like_pattern_escapes_wildcards() {
         assert_eq!(like_pattern("para"), "%para%");
+        assert_eq!(like_pattern("Para"), "%para%");
         assert_eq!(like_pattern(r"1%_\"), r"%1\%\_\\%");
     }
 }
