@@ -289,3 +289,37 @@ async fn query_statistics_reach_the_snapshot_and_prometheus() {
     let statements = perf.route_statements("GET", "/api/quotations");
     assert_eq!(statements.len(), 3, "{statements:?}");
 }
+
+/// The analysis runs once the request is over: while the response body is still unread, the request is not
+/// settled; once it has been read, it is.
+#[tokio::test]
+async fn analysis_waits_until_the_response_is_done() {
+    use tower::ServiceExt;
+
+    let perf = perf_with(Dialect::Sqlite);
+    let recorder = perf.query_recorder();
+    let app: Router = Router::new()
+        .route(
+            "/api/quotations",
+            get(move || {
+                let recorder = recorder.clone();
+                async move {
+                    let ctx = RequestContext::current().unwrap();
+                    quotations_n_plus_one(&recorder, &ctx);
+                    "[]"
+                }
+            }),
+        )
+        .layer(perf.query_layer())
+        .layer(perf.layer())
+        .with_state(());
+    let response = app.oneshot(get_request("/api/quotations")).await.unwrap();
+    assert_eq!(response.headers()["x-query-count"], "41");
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(perf.last_request_queries("GET", "/api/quotations").is_none());
+    assert_eq!(perf.snapshot().queries.requests, 0);
+    drop(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap());
+    let report = perf.request_queries(&id).await.expect("settled after the body");
+    assert_eq!(report.count, 41);
+    assert!(report.n_plus_one().count() > 0);
+}
