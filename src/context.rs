@@ -62,7 +62,9 @@ impl Drop for Inner {
         let Some(log) = self.queries.take() else {
             return;
         };
-        if self.excluded.load(Ordering::Relaxed) {
+        // While a panic unwinds, a second one (however unlikely in the analysis) would abort the process:
+        // this request's analysis is not worth that risk.
+        if self.excluded.load(Ordering::Relaxed) || std::thread::panicking() {
             return;
         }
         let route = self.route.get().map(|route| &**route);

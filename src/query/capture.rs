@@ -131,28 +131,34 @@ impl QueryRecorder {
         sql: &str,
         facts: QueryFacts,
     ) {
-        let Some(context) = context else {
-            self.analyzer.unattributed(facts.duration);
-            return;
-        };
-        context.record_query(facts.duration);
-        if context.is_excluded() {
-            return;
-        }
-        // The request's log may belong to another handle's analyzer (one capture layer serves every handle
-        // in the process): fingerprint with the analyzer that will read the fingerprint.
-        let log = context.query_log(&self.analyzer);
-        let info = log.analyzer().fingerprint(sql);
-        // SQLite reports the previous write's count as a SELECT's rows affected: meaningless for reads.
-        let facts = if info.kind == StatementKind::Select {
-            QueryFacts {
-                rows_affected: None,
-                ..facts
+        match self.log_of(context) {
+            // The request's log may belong to another handle's analyzer (one capture layer serves every
+            // handle in the process): fingerprint with the analyzer that will read the fingerprint.
+            (Some(context), Some(log)) => {
+                let info = log.analyzer().fingerprint(sql);
+                record_fingerprinted(context, log, &info, facts);
             }
-        } else {
-            facts
-        };
-        push(context, log, info.id, facts);
+            (context, _) => self.count_only(context, facts.duration),
+        }
+    }
+
+    /// The request's log, unless there is no request or it is excluded from statistics.
+    fn log_of<'c>(
+        &self,
+        context: Option<&'c RequestContext>,
+    ) -> (Option<&'c RequestContext>, Option<&'c QueryLog>) {
+        let log = context
+            .filter(|c| !c.is_excluded())
+            .map(|c| c.query_log(&self.analyzer));
+        (context, log)
+    }
+
+    /// A query that goes in no log: counted on its (excluded) request, or as unattributed.
+    fn count_only(&self, context: Option<&RequestContext>, duration: Duration) {
+        match context {
+            Some(context) => context.record_query(duration),
+            None => self.analyzer.unattributed(duration),
+        }
     }
 
     /// The fingerprint `sql` gets in `context`'s request (or in this recorder's analyzer, outside one).
@@ -171,6 +177,26 @@ impl QueryRecorder {
             context.query_log(&self.analyzer).push_pool_wait(wait);
         }
     }
+}
+
+/// Counts a fingerprinted query on `context` and adds it to its `log`.
+fn record_fingerprinted(
+    context: &RequestContext,
+    log: &QueryLog,
+    info: &FingerprintInfo,
+    facts: QueryFacts,
+) {
+    context.record_query(facts.duration);
+    // SQLite reports the previous write's count as a SELECT's rows affected: meaningless for reads.
+    let facts = if info.kind == StatementKind::Select {
+        QueryFacts {
+            rows_affected: None,
+            ..facts
+        }
+    } else {
+        facts
+    };
+    push(context, log, info.id, facts);
 }
 
 /// Adds one query to `log`, timed against `context`'s start.
@@ -337,30 +363,44 @@ where
             .event_span(event)
             .and_then(|span| RequestContext::from_span(&span))
             .or_else(RequestContext::current_task);
-        let mut fields = SqlxFields::default();
+        if !is_query {
+            let mut fields = SqlxFields::default();
+            event.record(&mut fields);
+            if let Some(wait) = fields.acquired_after {
+                self.recorder.record_pool_wait(context.as_ref(), wait);
+            }
+            return;
+        }
+        let (context, log) = self.recorder.log_of(context.as_ref());
+        // The statement is fingerprinted as it is visited (only for a request's log), never copied.
+        let mut fields = SqlxFields {
+            analyzer: log.map(|log| &**log.analyzer()),
+            ..SqlxFields::default()
+        };
         event.record(&mut fields);
-        if is_query {
-            let Some(sql) = fields.sql() else {
-                return;
-            };
-            let facts = QueryFacts {
-                duration: fields.elapsed.unwrap_or_default(),
-                rows_returned: fields.rows_returned,
-                rows_affected: fields.rows_affected,
-                params: None,
-            };
-            self.recorder.record_facts(context.as_ref(), sql, facts);
-        } else if let Some(wait) = fields.acquired_after {
-            self.recorder.record_pool_wait(context.as_ref(), wait);
+        let facts = QueryFacts {
+            duration: fields.elapsed.unwrap_or_default(),
+            rows_returned: fields.rows_returned,
+            rows_affected: fields.rows_affected,
+            params: None,
+        };
+        match (context, log, fields.fingerprint()) {
+            (Some(context), Some(log), Some(info)) => {
+                record_fingerprinted(context, log, &info, facts)
+            }
+            (context, _, _) => self.recorder.count_only(context, facts.duration),
         }
     }
 }
 
 /// The fields of sqlx's events, as sqlx 0.7 to 0.9 name them.
 #[derive(Default)]
-struct SqlxFields {
+struct SqlxFields<'a> {
+    /// Fingerprints `db.statement` as it is visited; `None` when the query goes in no log.
+    analyzer: Option<&'a Analyzer>,
+    /// The first words of the statement: all of it when sqlx leaves `db.statement` empty.
     summary: String,
-    statement: String,
+    statement: Option<Arc<FingerprintInfo>>,
     rows_returned: Option<u64>,
     rows_affected: Option<u64>,
     elapsed: Option<Duration>,
@@ -382,15 +422,16 @@ fn capped(value: &str) -> &str {
     value.get(..end).unwrap_or("")
 }
 
-impl SqlxFields {
-    /// The full statement; sqlx leaves `db.statement` empty when the summary is the whole statement.
-    fn sql(&self) -> Option<&str> {
-        let statement = self.statement.trim();
-        if !statement.is_empty() {
-            return Some(statement);
+impl SqlxFields<'_> {
+    /// The statement's fingerprint; sqlx leaves `db.statement` empty when the summary is the whole statement.
+    fn fingerprint(&self) -> Option<Arc<FingerprintInfo>> {
+        if let Some(info) = &self.statement {
+            return Some(info.clone());
         }
         let summary = self.summary.trim();
-        (!summary.is_empty()).then_some(summary)
+        self.analyzer
+            .filter(|_| !summary.is_empty())
+            .map(|analyzer| analyzer.fingerprint(summary))
     }
 }
 
@@ -398,11 +439,16 @@ fn seconds(value: f64) -> Option<Duration> {
     Duration::try_from_secs_f64(value).ok()
 }
 
-impl Visit for SqlxFields {
+impl Visit for SqlxFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
-            "db.statement" => self.statement = capped(value).to_owned(),
-            "summary" => self.summary = capped(value).to_owned(),
+            "db.statement" => {
+                let statement = capped(value).trim();
+                if let Some(analyzer) = self.analyzer.filter(|_| !statement.is_empty()) {
+                    self.statement = Some(analyzer.fingerprint(statement));
+                }
+            }
+            "summary" if self.analyzer.is_some() => self.summary = capped(value).to_owned(),
             _ => {}
         }
     }
