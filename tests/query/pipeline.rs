@@ -315,11 +315,24 @@ async fn analysis_waits_until_the_response_is_done() {
         .with_state(());
     let response = app.oneshot(get_request("/api/quotations")).await.unwrap();
     assert_eq!(response.headers()["x-query-count"], "41");
-    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
-    assert!(perf.last_request_queries("GET", "/api/quotations").is_none());
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        perf.last_request_queries("GET", "/api/quotations")
+            .is_none()
+    );
     assert_eq!(perf.snapshot().queries.requests, 0);
-    drop(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap());
-    let report = perf.request_queries(&id).await.expect("settled after the body");
+    drop(
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    );
+    let report = perf
+        .request_queries(&id)
+        .await
+        .expect("settled after the body");
     assert_eq!(report.count, 41);
     assert!(report.n_plus_one().count() > 0);
 }
