@@ -16,7 +16,7 @@ thread_local! {
     static CATCHING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-#[cfg_attr(not(feature = "cache"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "cache", feature = "query")), allow(dead_code))]
 /// Runs `f` in a scope whose panics are caught and handled by perfscope itself (a cache loader): the hook then
 /// does not mark the request as panicked, since the request goes on.
 pub(crate) fn caught<R>(f: impl FnOnce() -> R) -> R {

@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::RwLock;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::fingerprint::normalize;
-use super::model::{Dialect, FingerprintId, FingerprintInfo};
+use super::fingerprint::{Normalized, normalize};
+use super::model::{Dialect, FingerprintId, FingerprintInfo, StatementKind};
 
 /// Default bound on remembered statement texts (their hashes: the text itself is never kept).
 pub const DEFAULT_MAX_RAW: usize = 10_000;
@@ -148,7 +148,7 @@ impl FingerprintMemo {
 
     /// Normalizes `sql` and finds or adds its fingerprint.
     fn intern(&self, sql: &str, dialect: Dialect) -> Arc<Entry> {
-        let normalized = normalize(sql, dialect);
+        let normalized = normalize_or_placeholder(sql, dialect);
         let id = normalized.id;
         if let Some(entry) = self.table.read().get(&id)
             && !entry.evicted.load(Ordering::Relaxed)
@@ -222,6 +222,23 @@ impl fmt::Debug for FingerprintMemo {
     }
 }
 
+/// Normalized text given to statements the normalizer failed on (it never has, across fuzzing; this is the
+/// net under the request path, where the normalizer runs).
+pub(crate) const UNNORMALIZABLE: &str = "/* statement perfscope could not normalize */";
+
+/// [`normalize`], with any panic caught: the statement then gets the [`UNNORMALIZABLE`] fingerprint, and the
+/// query that ran it goes on (its request is not marked as panicked).
+fn normalize_or_placeholder(sql: &str, dialect: Dialect) -> Normalized {
+    crate::panic_hook::caught(|| {
+        std::panic::catch_unwind(|| normalize(sql, dialect)).unwrap_or_else(|_| Normalized {
+            text: UNNORMALIZABLE.to_owned(),
+            id: FingerprintId(xxhash_rust::xxh3::xxh3_64(UNNORMALIZABLE.as_bytes())),
+            kind: StatementKind::Other,
+            tags: Vec::new(),
+            truncated: false,
+        })
+    })
+}
 /// The statement key: the dialect seeds the hash, since the same text reads differently in each.
 fn raw_key(sql: &str, dialect: Dialect) -> u64 {
     let seed = match dialect {
