@@ -880,7 +880,8 @@ fn fuzz_seeds_pass_the_analyze_steps() {
 }
 
 /// Found by the fuzzer: a control character after `[` made the first pass read an array subscript and the
-/// second a bracketed identifier; a slice's `:` written next to `=` read back as `:=`.
+/// second a bracketed identifier; a slice's `:` written next to `=` read back as `:=`; a name scrubbed down to
+/// `$1` read back as a placeholder.
 #[test]
 fn blanks_after_an_opening_bracket_keep_normalization_idempotent() {
     for dialect in DIALECTS {
@@ -891,6 +892,8 @@ fn blanks_after_an_opening_bracket_keep_normalization_idempotent() {
             // A slice's `:` then `=` must not read back as one `:=`.
             "SELECT x FROM [user:\0= see",
             "SELECT a[b: =c]",
+            // A name whose hex run goes must not leave a placeholder-looking `$1` behind.
+            "SELECT x * a666666666$1::int FROM t",
         ] {
             let once = normalize(sql, dialect).text;
             assert_eq!(normalize(&once, dialect).text, once, "{dialect:?} {sql:?}");

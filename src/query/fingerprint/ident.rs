@@ -1,10 +1,12 @@
 //! Identifier normalization: digit runs (partitions, shards, generated names) and quoting.
 
 use super::keywords::is_reserved;
+use super::lexer::is_ident_start;
 
 /// Appends `name` with the digit runs that make names unique removed: runs of two or more digits
 /// (`orders_2024_01` → `orders__`, `shard_17` → `shard_`) and runs of eight or more hex characters holding a
-/// digit (`tmp_5f3a9c2e` → `tmp_`). Single digits stay (`t1`, `t2`, `int4`). A name that would vanish is kept.
+/// digit (`tmp_5f3a9c2e` → `tmp_`). Single digits stay (`t1`, `t2`, `int4`). A name that would vanish or no
+/// longer start like a name is kept.
 pub(super) fn push_scrubbed(out: &mut String, name: &str) {
     if !name.bytes().any(|b| b.is_ascii_digit()) {
         out.push_str(name);
@@ -31,7 +33,14 @@ pub(super) fn push_scrubbed(out: &mut String, name: &str) {
         kept_from = i;
     }
     out.push_str(name.get(kept_from..).unwrap_or(""));
-    if out.len() == start {
+    // A name that would vanish, or would no longer start like a name (`a1b2c3d4$1` would read back as the
+    // placeholder `$1`), is kept as it is, so that normalizing again changes nothing.
+    let starts_a_name = out
+        .as_bytes()
+        .get(start)
+        .is_some_and(|&b| is_ident_start(b));
+    if !starts_a_name {
+        out.truncate(start);
         out.push_str(name);
     }
 }
