@@ -92,6 +92,8 @@ pub mod route;
 mod snapshot;
 #[cfg(any(feature = "monitor", feature = "cache"))]
 mod thread_slot;
+#[cfg(any(feature = "monitor", feature = "query"))]
+mod timing_header;
 
 #[cfg(feature = "axum")]
 pub use admin::AdminAuth;

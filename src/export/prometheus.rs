@@ -252,13 +252,7 @@ fn write_queries(out: &mut String, queries: &crate::query::QueryStatsSnapshot) -
     use crate::query::RouteQueryStats;
 
     fn start(out: &mut String, name: &str, suffix: &str, route: &RouteQueryStats) -> fmt::Result {
-        out.write_str(name)?;
-        out.write_str(suffix)?;
-        out.write_str("{http_request_method=\"")?;
-        escape(out, &route.method, true)?;
-        out.write_str("\",http_route=\"")?;
-        escape(out, &route.route, true)?;
-        out.write_char('"')
+        route_series(out, name, suffix, &route.method, &route.route)
     }
     type Read = fn(&RouteQueryStats) -> f64;
     let per_route: [(&str, &str, &str, Read); 5] = [
@@ -563,12 +557,23 @@ fn global(
 
 /// Starts a per-route sample: `name{suffix}{http_request_method="…",http_route="…"`, label set left open.
 fn series(out: &mut String, name: &str, suffix: &str, route: &RouteStats) -> fmt::Result {
+    route_series(out, name, suffix, &route.method, &route.route)
+}
+
+/// [`series`] from the method and route labels themselves (also for the query analyzer's per-route series).
+fn route_series(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    method: &str,
+    route: &str,
+) -> fmt::Result {
     out.write_str(name)?;
     out.write_str(suffix)?;
     out.write_str("{http_request_method=\"")?;
-    escape(out, &route.method, true)?;
+    escape(out, method, true)?;
     out.write_str("\",http_route=\"")?;
-    escape(out, &route.route, true)?;
+    escape(out, route, true)?;
     out.write_char('"')
 }
 

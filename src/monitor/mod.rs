@@ -26,7 +26,6 @@ mod body;
 pub(crate) mod config;
 pub(crate) mod counters;
 mod future;
-mod headers;
 pub(crate) mod histogram;
 mod layer;
 mod live;

@@ -3,16 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::time::Instant;
 
 use crate::context::RequestContext;
-use crate::monitor::headers::{self, ValueBuf};
 use crate::monitor::live::LiveToken;
 use crate::monitor::route_entry::{Completion, Outcome};
 use crate::monitor::state::MonitorState;
-
-static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+use crate::timing_header::{self as headers, SERVER_TIMING, ValueBuf};
 
 /// Records its request when finished, or as cancelled, aborted or panicked when dropped first.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ use tracing::instrument::Instrumented;
 
 use super::X_QUERY_COUNT;
 use crate::context::RequestContext;
+use crate::timing_header::{SERVER_TIMING, ValueBuf};
 
 pin_project! {
     /// Response future of [`QueryService`](super::QueryService): runs the inner future inside the request's
@@ -48,8 +49,6 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     }
 }
 
-static SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
-
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -71,8 +70,10 @@ where
             if *this.headers {
                 headers.insert(X_QUERY_COUNT.clone(), HeaderValue::from(counters.queries));
                 if *this.owned && counters.queries > 0 {
-                    let value = format!("db;dur={:.3}", counters.query_time.as_secs_f64() * 1000.0);
-                    if let Ok(value) = HeaderValue::from_str(&value) {
+                    let mut value = ValueBuf::<32>::new();
+                    if value.push_timing("db", counters.query_time)
+                        && let Some(value) = value.to_header_value()
+                    {
                         headers.append(SERVER_TIMING.clone(), value);
                     }
                 }

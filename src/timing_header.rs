@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+
+/// The `Server-Timing` header name.
+pub(crate) static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// A fixed-capacity byte buffer for one header value.
 #[derive(Debug)]
@@ -109,6 +112,7 @@ fn push_token<const N: usize>(buf: &mut ValueBuf<N>, name: &str) -> bool {
 }
 
 /// `X-Response-Time` value: `12.345ms`.
+#[cfg(feature = "monitor")]
 pub(crate) fn response_time(duration: Duration) -> Option<HeaderValue> {
     let mut buf = ValueBuf::<32>::new();
     (buf.push_millis(duration) && buf.push_bytes(b"ms"))
