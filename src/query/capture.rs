@@ -118,7 +118,7 @@ impl QueryRecorder {
         let context = RequestContext::current();
         QueryTimer {
             recorder: self.clone(),
-            id: self.fingerprint_in(context.as_ref(), sql).id,
+            id: self.fingerprint_in(context.as_ref(), sql),
             context,
             start: Instant::now(),
             rows: None,
@@ -161,15 +161,11 @@ impl QueryRecorder {
         }
     }
 
-    /// The fingerprint `sql` gets in `context`'s request (or in this recorder's analyzer, outside one).
-    fn fingerprint_in(&self, context: Option<&RequestContext>, sql: &str) -> Arc<FingerprintInfo> {
-        match context {
-            Some(context) => context
-                .query_log(&self.analyzer)
-                .analyzer()
-                .fingerprint(sql),
-            None => self.analyzer.fingerprint(sql),
-        }
+    /// The fingerprint `sql` gets in `context`'s log; `None` when the query goes in no log (outside a request,
+    /// or in an excluded one), where only its time counts.
+    fn fingerprint_in(&self, context: Option<&RequestContext>, sql: &str) -> Option<FingerprintId> {
+        let (_, log) = self.log_of(context);
+        log.map(|log| log.analyzer().fingerprint(sql).id)
     }
 
     fn record_pool_wait(&self, context: Option<&RequestContext>, wait: Duration) {
@@ -217,7 +213,7 @@ fn push(context: &RequestContext, log: &QueryLog, fingerprint: FingerprintId, fa
 #[must_use = "the query is recorded when the timer is dropped"]
 pub struct QueryTimer {
     recorder: QueryRecorder,
-    id: FingerprintId,
+    id: Option<FingerprintId>,
     context: Option<RequestContext>,
     start: Instant,
     rows: Option<u64>,
@@ -245,19 +241,12 @@ impl Drop for QueryTimer {
             rows_returned: self.rows,
             ..QueryFacts::default()
         };
-        match &self.context {
-            Some(context) => {
+        match (self.recorder.log_of(self.context.as_ref()), self.id) {
+            ((Some(context), Some(log)), Some(id)) => {
                 context.record_query(facts.duration);
-                if !context.is_excluded() {
-                    push(
-                        context,
-                        context.query_log(&self.recorder.analyzer),
-                        self.id,
-                        facts,
-                    );
-                }
+                push(context, log, id, facts);
             }
-            None => self.recorder.analyzer.unattributed(facts.duration),
+            ((context, _), _) => self.recorder.count_only(context, facts.duration),
         }
     }
 }

@@ -60,6 +60,26 @@ fn quotations_n_plus_one(recorder: &QueryRecorder, context: &RequestContext) {
     }
 }
 
+/// An app whose `GET /api/quotations` runs the N+1 page through the manual API, inside both layers.
+fn quotations_app(perf: &Perfscope) -> Router {
+    let recorder = perf.query_recorder();
+    Router::new()
+        .route(
+            "/api/quotations",
+            get(move || {
+                let recorder = recorder.clone();
+                async move {
+                    let ctx = RequestContext::current().unwrap();
+                    quotations_n_plus_one(&recorder, &ctx);
+                    "[]"
+                }
+            }),
+        )
+        .layer(perf.query_layer())
+        .layer(perf.layer())
+        .with_state(())
+}
+
 async fn settled(perf: &Perfscope, context: RequestContext) -> perfscope::query::RequestReport {
     let id = context.request_id().as_str().to_owned();
     drop(context);
@@ -249,22 +269,7 @@ async fn no_literal_reaches_any_export() {
 #[tokio::test]
 async fn query_statistics_reach_the_snapshot_and_prometheus() {
     let perf = perf_with(Dialect::Sqlite);
-    let recorder = perf.query_recorder();
-    let app: Router = Router::new()
-        .route(
-            "/api/quotations",
-            get(move || {
-                let recorder = recorder.clone();
-                async move {
-                    let ctx = RequestContext::current().unwrap();
-                    quotations_n_plus_one(&recorder, &ctx);
-                    "[]"
-                }
-            }),
-        )
-        .layer(perf.query_layer())
-        .layer(perf.layer())
-        .with_state(());
+    let app = quotations_app(&perf);
     for _ in 0..3 {
         let (_, headers, _) = send(&app, get_request("/api/quotations")).await;
         assert_eq!(headers["x-query-count"], "41");
@@ -297,22 +302,7 @@ async fn analysis_waits_until_the_response_is_done() {
     use tower::ServiceExt;
 
     let perf = perf_with(Dialect::Sqlite);
-    let recorder = perf.query_recorder();
-    let app: Router = Router::new()
-        .route(
-            "/api/quotations",
-            get(move || {
-                let recorder = recorder.clone();
-                async move {
-                    let ctx = RequestContext::current().unwrap();
-                    quotations_n_plus_one(&recorder, &ctx);
-                    "[]"
-                }
-            }),
-        )
-        .layer(perf.query_layer())
-        .layer(perf.layer())
-        .with_state(());
+    let app = quotations_app(&perf);
     let response = app.oneshot(get_request("/api/quotations")).await.unwrap();
     assert_eq!(response.headers()["x-query-count"], "41");
     let id = response.headers()["x-request-id"]
