@@ -2,8 +2,10 @@
 //!
 //! - `layer/*`: one in-process request through an axum router (`oneshot`, small JSON handler, body read to the
 //!   end): bare, with a hand-written floor layer (takes `Instant::now()` and inserts one header), with
-//!   perfscope's `MonitorLayer` (timing headers and request ID on), with tower-http's `TraceLayer` +
-//!   `SetRequestIdLayer` (UUIDs), and with axum-prometheus.
+//!   perfscope's `MonitorLayer` (release defaults: request ID only; and with both timing headers), the monitor
+//!   with the query layer (no query run), the same under the subscriber the README shows (a fmt layer at INFO
+//!   with its own filter, plus the query capture layer), with tower-http's `TraceLayer` + `SetRequestIdLayer`
+//!   (UUIDs), and with axum-prometheus.
 //! - `record/*`: recording one latency sample: a bare `hdrhistogram::Histogram::record`, a
 //!   `Mutex<Histogram>`, and perfscope's sharded histogram, at one and two threads.
 //!
@@ -29,6 +31,7 @@ use perfscope::monitor::bench_support::{Layout, ShardedHistogram};
 use perfscope::{HeaderPolicy, Perfscope};
 use threads::concurrent;
 use tower::{Layer, Service, ServiceExt};
+use tracing_subscriber::prelude::*;
 
 fn app() -> Router {
     Router::new().route(
@@ -113,10 +116,9 @@ fn bench_layers(c: &mut Criterion) {
         .timing_headers(HeaderPolicy::Always)
         .build()
         .unwrap();
-    let quiet = Perfscope::builder()
-        .timing_headers(HeaderPolicy::Never)
-        .build()
-        .unwrap();
+    // Release defaults: in an optimized build the timing headers are off, the request ID is on.
+    let quiet = Perfscope::builder().build().unwrap();
+    let queries = Perfscope::builder().build().unwrap();
     // axum-prometheus spawns its upkeep task at construction: it needs the runtime entered.
     let _entered = runtime.enter();
     let (prometheus_layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
@@ -125,6 +127,14 @@ fn bench_layers(c: &mut Criterion) {
         ("floor", app().layer(FloorLayer)),
         ("perfscope", app().layer(perf.layer())),
         ("perfscope_request_id_only", app().layer(quiet.layer())),
+        (
+            "perfscope_query_layer",
+            app().layer(queries.query_layer()).layer(queries.layer()),
+        ),
+        (
+            "perfscope_query_subscriber",
+            app().layer(queries.query_layer()).layer(queries.layer()),
+        ),
         (
             "tower_http_trace_request_id",
             app()
@@ -144,7 +154,7 @@ fn bench_layers(c: &mut Criterion) {
     let mut group = c.benchmark_group("layer");
     group.throughput(Throughput::Elements(1));
     for (name, app) in apps {
-        group.bench_function(name, |b| {
+        let run = |b: &mut criterion::Bencher<'_>| {
             b.iter(|| {
                 runtime.block_on(async {
                     let response = app.clone().oneshot(request()).await.unwrap();
@@ -154,7 +164,20 @@ fn bench_layers(c: &mut Criterion) {
                     black_box(body);
                 })
             })
-        });
+        };
+        if name == "perfscope_query_subscriber" {
+            // The README's subscriber: the application's log at INFO on its own layer, and the capture layer.
+            let subscriber = tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::sink)
+                        .with_filter(tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with(queries.query_capture_layer());
+            tracing::subscriber::with_default(subscriber, || group.bench_function(name, run));
+        } else {
+            group.bench_function(name, run);
+        }
     }
     group.finish();
 }

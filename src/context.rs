@@ -42,11 +42,17 @@ struct Inner {
     start: Instant,
     start_unix_ms: u64,
     route: OnceLock<Arc<str>>,
+    /// The monitor's route, when it was known as the context was made (the common case: no lock to set).
     #[cfg(feature = "monitor")]
-    route_entry: OnceLock<Arc<crate::monitor::route_entry::RouteEntry>>,
+    route_entry: Option<Arc<crate::monitor::route_entry::RouteEntry>>,
+    /// The monitor's route, when an inner layer resolved it after an outer one made the context.
+    #[cfg(feature = "monitor")]
+    late_route_entry: OnceLock<Arc<crate::monitor::route_entry::RouteEntry>>,
     user_id: OnceLock<String>,
     excluded: AtomicBool,
     panicked: AtomicBool,
+    /// Whether any phase was recorded: most requests have none, and their readers skip the lock.
+    phased: AtomicBool,
     phases: Mutex<Phases>,
     counters: Counters,
     /// The request's queries, from the first query (or the query layer) on; settled when the context drops.
@@ -67,13 +73,11 @@ impl Drop for Inner {
         if self.excluded.load(Ordering::Relaxed) || std::thread::panicking() {
             return;
         }
-        let route = self.route.get().map(|route| &**route);
-        #[cfg(feature = "monitor")]
-        let route = route.or_else(|| self.route_entry.get().map(|entry| &*entry.route));
+        let route = self.route();
         log.settle(crate::query::log::RequestFacts {
             method: self.method,
             route,
-            request_id: self.request_id.as_str(),
+            request_id: &self.request_id,
             elapsed: self.start.elapsed(),
         });
     }
@@ -124,6 +128,48 @@ impl RequestContext {
         start: Instant,
         start_unix_ms: u64,
     ) -> Self {
+        Self::make(
+            request_id,
+            method,
+            start,
+            start_unix_ms,
+            #[cfg(feature = "monitor")]
+            None,
+            false,
+        )
+    }
+
+    /// A context whose monitor route is already resolved (`None`: the request matched no route), excluded from
+    /// the statistics when `excluded`.
+    #[cfg(feature = "monitor")]
+    pub(crate) fn with_route_entry(
+        request_id: RequestId,
+        method: MethodLabel,
+        start: Instant,
+        start_unix_ms: u64,
+        route_entry: Option<Arc<crate::monitor::route_entry::RouteEntry>>,
+        excluded: bool,
+    ) -> Self {
+        Self::make(
+            request_id,
+            method,
+            start,
+            start_unix_ms,
+            route_entry,
+            excluded,
+        )
+    }
+
+    fn make(
+        request_id: RequestId,
+        method: MethodLabel,
+        start: Instant,
+        start_unix_ms: u64,
+        #[cfg(feature = "monitor")] route_entry: Option<
+            Arc<crate::monitor::route_entry::RouteEntry>,
+        >,
+        excluded: bool,
+    ) -> Self {
         RequestContext {
             inner: Arc::new(Inner {
                 request_id,
@@ -132,10 +178,13 @@ impl RequestContext {
                 start_unix_ms,
                 route: OnceLock::new(),
                 #[cfg(feature = "monitor")]
-                route_entry: OnceLock::new(),
+                route_entry,
+                #[cfg(feature = "monitor")]
+                late_route_entry: OnceLock::new(),
                 user_id: OnceLock::new(),
-                excluded: AtomicBool::new(false),
+                excluded: AtomicBool::new(excluded),
                 panicked: AtomicBool::new(false),
+                phased: AtomicBool::new(false),
                 phases: Mutex::new(Phases::default()),
                 counters: Counters::default(),
                 #[cfg(feature = "query")]
@@ -179,9 +228,19 @@ impl RequestContext {
         &self,
         analyzer: &Arc<crate::query::analyzer::Analyzer>,
     ) -> &crate::query::log::QueryLog {
+        self.query_log_on(analyzer, || None)
+    }
+
+    /// [`RequestContext::query_log`], made with the route `route` gives if it is made now.
+    #[cfg(feature = "query")]
+    pub(crate) fn query_log_on(
+        &self,
+        analyzer: &Arc<crate::query::analyzer::Analyzer>,
+        route: impl FnOnce() -> Option<crate::query::analyzer::RouteHandle>,
+    ) -> &crate::query::log::QueryLog {
         self.inner
             .queries
-            .get_or_init(|| crate::query::log::QueryLog::new(analyzer.clone()))
+            .get_or_init(|| crate::query::log::QueryLog::new(analyzer.clone(), route()))
     }
 
     /// A new request span (target [`REQUEST_SPAN_TARGET`](crate::REQUEST_SPAN_TARGET)) that carries this
@@ -203,15 +262,43 @@ impl RequestContext {
     /// context.scope(run_job()).instrument(span).await;
     /// # }
     /// ```
+    ///
+    /// The span is at `DEBUG`, so an application log at `INFO` neither allocates nor formats it per request;
+    /// perfscope's capture layer (and [`ContextLayer`](crate::ContextLayer), which has no filter) enable it
+    /// for themselves. When no subscriber wants it, this returns [`Span::none`](tracing::Span::none).
     pub fn request_span(&self) -> tracing::Span {
-        crate::context_layer::with_handoff(self, || {
-            tracing::info_span!(
+        self.enabled_request_span()
+            .unwrap_or_else(tracing::Span::none)
+    }
+
+    /// The request span, or `None` when no subscriber wants it.
+    pub(crate) fn enabled_request_span(&self) -> Option<tracing::Span> {
+        // Asked first: a disabled span that carries metadata still goes through the `log` crate's checks on
+        // creation, enter and exit when no subscriber is set, and a future instrumented with it enters it on
+        // every poll.
+        if !tracing::span_enabled!(
+            target: crate::context_layer::REQUEST_SPAN_TARGET,
+            tracing::Level::DEBUG
+        ) {
+            return None;
+        }
+        Some(crate::context_layer::with_handoff(self, || {
+            tracing::debug_span!(
                 target: crate::context_layer::REQUEST_SPAN_TARGET,
                 "request",
                 request_id = %self.request_id(),
                 method = self.method().as_str(),
             )
-        })
+        }))
+    }
+
+    /// Runs `future` as this request: with this context as the task-local current one, and inside `span`
+    /// when there is one.
+    pub(crate) fn run<F: Future>(self, future: F, span: Option<tracing::Span>) -> InRequest<F> {
+        InRequest {
+            inner: CURRENT.scope(self, future),
+            span,
+        }
     }
 
     /// Runs `future` with this context as the task-local current one; use it for work spawned from a handler.
@@ -244,26 +331,29 @@ impl RequestContext {
 
     /// The route template, once known (set by the monitor from axum's `MatchedPath`).
     pub fn route(&self) -> Option<&str> {
-        self.inner.route.get().map(|route| &**route)
+        self.inner.route()
     }
 
     /// Sets the route template if it is not set yet; returns whether this call set it.
     pub fn set_route(&self, route: Arc<str>) -> bool {
-        self.inner.route.set(route).is_ok()
+        self.route().is_none() && self.inner.route.set(route).is_ok()
     }
 
     #[cfg(feature = "monitor")]
     pub(crate) fn route_entry(&self) -> Option<&Arc<crate::monitor::route_entry::RouteEntry>> {
-        self.inner.route_entry.get()
+        self.inner
+            .route_entry
+            .as_ref()
+            .or_else(|| self.inner.late_route_entry.get())
     }
 
+    /// Sets the monitor's route of a context made before the route was known; returns whether this call set it.
     #[cfg(feature = "monitor")]
     pub(crate) fn set_route_entry(
         &self,
         entry: Arc<crate::monitor::route_entry::RouteEntry>,
     ) -> bool {
-        let _ = self.inner.route.set(entry.route.clone());
-        self.inner.route_entry.set(entry).is_ok()
+        self.route_entry().is_none() && self.inner.late_route_entry.set(entry).is_ok()
     }
 
     /// When the request started.
@@ -326,6 +416,7 @@ impl RequestContext {
     pub fn add_phase(&self, name: impl Into<Cow<'static, str>>, duration: Duration) {
         let name = name.into();
         let mut phases = self.inner.phases.lock();
+        self.inner.phased.store(true, Ordering::Relaxed);
         let Phases {
             entries,
             overflowed,
@@ -337,6 +428,24 @@ impl RequestContext {
         } else {
             *overflowed += duration;
         }
+    }
+
+    /// Whether the request recorded any phase so far.
+    pub(crate) fn has_phases(&self) -> bool {
+        self.inner.phased.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` once with the phases in first-seen order and the time of the phases past
+    /// [`MAX_PHASES`] (`other`), without taking the lock when there are none.
+    pub(crate) fn with_phases<R>(
+        &self,
+        f: impl FnOnce(&[(Cow<'static, str>, Duration)], Duration) -> R,
+    ) -> R {
+        if !self.has_phases() {
+            return f(&[], Duration::ZERO);
+        }
+        let phases = self.inner.phases.lock();
+        f(&phases.entries, phases.overflowed)
     }
 
     /// Calls `f` with each phase name and total, in first-seen order; then with `other` if phases overflowed.
@@ -397,6 +506,20 @@ impl RequestContext {
     }
 }
 
+impl Inner {
+    fn route(&self) -> Option<&str> {
+        #[cfg(feature = "monitor")]
+        if let Some(entry) = self
+            .route_entry
+            .as_ref()
+            .or_else(|| self.late_route_entry.get())
+        {
+            return Some(&entry.route);
+        }
+        self.route.get().map(|route| &**route)
+    }
+}
+
 impl fmt::Debug for RequestContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestContext")
@@ -404,6 +527,37 @@ impl fmt::Debug for RequestContext {
             .field("method", &self.inner.method)
             .field("route", &self.route())
             .field("elapsed", &self.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's future, run with its context as the task-local current one and inside its span when it has
+    /// one (see [`RequestContext::run`]).
+    pub struct InRequest<F> {
+        #[pin]
+        inner: tokio::task::futures::TaskLocalFuture<RequestContext, F>,
+        span: Option<tracing::Span>,
+    }
+}
+
+impl<F: Future> Future for InRequest<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.as_ref().map(tracing::Span::enter);
+        this.inner.poll(cx)
+    }
+}
+
+impl<F> fmt::Debug for InRequest<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InRequest")
+            .field("span", &self.span)
             .finish_non_exhaustive()
     }
 }

@@ -25,10 +25,6 @@ thread_local! {
 /// Makes `context` the one attached to the next request span created on this thread, runs `make_span`, then
 /// clears the slot (the layer may not be installed, or the span may be disabled).
 pub(crate) fn with_handoff<T>(context: &RequestContext, make_span: impl FnOnce() -> T) -> T {
-    // No subscriber wants INFO spans: the span will be disabled, nothing to hand off.
-    if !tracing::level_enabled!(tracing::Level::INFO) {
-        return make_span();
-    }
     let _ = HANDOFF.try_with(|slot| *slot.borrow_mut() = Some(context.clone()));
     let span = make_span();
     let _ = HANDOFF.try_with(|slot| slot.borrow_mut().take());

@@ -1,16 +1,21 @@
-//! Building the `X-Response-Time` and `Server-Timing` values without allocating or panicking.
+//! Building the `X-Request-Id`, `X-Response-Time` and `Server-Timing` values without panicking, and with one
+//! allocation for all of them.
 //!
-//! Values are written into a fixed stack buffer; what does not fit is left out. Phase names are reduced to
-//! `A-Za-z0-9_.-` (a `Server-Timing` metric name is an HTTP token), so no name can break the header.
+//! Values are written into a fixed buffer; what does not fit is left out. Phase names are reduced to
+//! `A-Za-z0-9_.-` (a `Server-Timing` metric name is an HTTP token), so no name can break the header. The
+//! values of one response are written back to back and handed out as slices of one shared buffer
+//! ([`ValueBuf::into_shared`]), so three headers cost one allocation instead of three.
 
+use std::ops::Range;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 /// The `Server-Timing` header name.
 pub(crate) static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
-/// A fixed-capacity byte buffer for one header value.
+/// A fixed-capacity byte buffer for header values.
 #[derive(Debug)]
 pub(crate) struct ValueBuf<const N: usize> {
     bytes: [u8; N],
@@ -36,8 +41,17 @@ impl<const N: usize> ValueBuf<N> {
         }
     }
 
-    fn push_bytes(&mut self, bytes: &[u8]) -> bool {
-        bytes.iter().all(|&b| self.push(b))
+    /// Appends `bytes` whole, or nothing when they do not fit.
+    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) -> bool {
+        let end = self.len + bytes.len();
+        match self.bytes.get_mut(self.len..end) {
+            Some(slot) => {
+                slot.copy_from_slice(bytes);
+                self.len = end;
+                true
+            }
+            None => false,
+        }
     }
 
     fn push_u64(&mut self, mut value: u64) -> bool {
@@ -59,16 +73,24 @@ impl<const N: usize> ValueBuf<N> {
         let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         let fraction = micros % 1_000;
         self.push_u64(micros / 1_000)
-            && self.push(b'.')
-            && self.push(b'0' + (fraction / 100) as u8)
-            && self.push(b'0' + (fraction / 10 % 10) as u8)
-            && self.push(b'0' + (fraction % 10) as u8)
+            && self.push_bytes(&[
+                b'.',
+                b'0' + (fraction / 100) as u8,
+                b'0' + (fraction / 10 % 10) as u8,
+                b'0' + (fraction % 10) as u8,
+            ])
     }
 
-    /// Appends `, name;dur=12.345`, or `name;dur=…` when empty; rolls back when it does not fit.
-    pub(crate) fn push_timing(&mut self, name: &str, duration: Duration) -> bool {
+    /// Appends `, name;dur=12.345`, or `name;dur=…` at `start` (the start of the value being written); rolls
+    /// back when it does not fit.
+    pub(crate) fn push_timing_from(
+        &mut self,
+        start: usize,
+        name: &str,
+        duration: Duration,
+    ) -> bool {
         let mark = self.len;
-        let ok = (mark == 0 || self.push_bytes(b", "))
+        let ok = (mark == start || self.push_bytes(b", "))
             && push_token(self, name)
             && self.push_bytes(b";dur=")
             && self.push_millis(duration);
@@ -76,6 +98,26 @@ impl<const N: usize> ValueBuf<N> {
             self.len = mark;
         }
         ok
+    }
+
+    /// Appends an `X-Response-Time` value, `12.345ms`; rolls back when it does not fit.
+    pub(crate) fn push_response_time(&mut self, duration: Duration) -> bool {
+        let mark = self.len;
+        let ok = self.push_millis(duration) && self.push_bytes(b"ms");
+        if !ok {
+            self.len = mark;
+        }
+        ok
+    }
+
+    /// Appends a timing entry to a buffer that holds one value only.
+    pub(crate) fn push_timing(&mut self, name: &str, duration: Duration) -> bool {
+        self.push_timing_from(0, name, duration)
+    }
+
+    /// Where the next byte goes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
@@ -92,30 +134,59 @@ impl<const N: usize> ValueBuf<N> {
     }
 }
 
+impl<const N: usize> AsRef<[u8]> for ValueBuf<N> {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl<const N: usize> ValueBuf<N> {
+    /// Moves the buffer into one shared allocation, from which [`SharedValues::value`] slices each header value
+    /// without copying.
+    pub(crate) fn into_shared(self) -> SharedValues {
+        SharedValues(Bytes::from_owner(self))
+    }
+}
+
+/// Several header values in one allocation.
+#[derive(Debug)]
+pub(crate) struct SharedValues(Bytes);
+
+impl SharedValues {
+    /// The value written at `range`; `None` when empty or not a valid header value.
+    pub(crate) fn value(&self, range: Range<usize>) -> Option<HeaderValue> {
+        if range.is_empty() || range.end > self.0.len() {
+            return None;
+        }
+        HeaderValue::from_maybe_shared(self.0.slice(range)).ok()
+    }
+}
+
 /// Longest phase name kept in `Server-Timing`.
 const MAX_NAME: usize = 32;
 
 fn push_token<const N: usize>(buf: &mut ValueBuf<N>, name: &str) -> bool {
-    let mut pushed = 0;
-    for byte in name.bytes().take(MAX_NAME) {
-        let byte = if byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.') {
-            byte
-        } else {
-            b'_'
-        };
-        if !buf.push(byte) {
-            return false;
-        }
-        pushed += 1;
+    let name = &name.as_bytes()[..name.len().min(MAX_NAME)];
+    if name.is_empty() {
+        return buf.push(b'_');
     }
-    pushed > 0 || buf.push(b'_')
+    let mark = buf.len;
+    if !buf.push_bytes(name) {
+        return false;
+    }
+    for byte in &mut buf.bytes[mark..buf.len] {
+        if !(byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.')) {
+            *byte = b'_';
+        }
+    }
+    true
 }
 
 /// `X-Response-Time` value: `12.345ms`.
-#[cfg(feature = "monitor")]
-pub(crate) fn response_time(duration: Duration) -> Option<HeaderValue> {
+#[cfg(test)]
+fn response_time(duration: Duration) -> Option<HeaderValue> {
     let mut buf = ValueBuf::<32>::new();
-    (buf.push_millis(duration) && buf.push_bytes(b"ms"))
+    buf.push_response_time(duration)
         .then(|| buf.to_header_value())
         .flatten()
 }

@@ -4,31 +4,25 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::Response;
-use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
-use tracing::instrument::Instrumented;
-
-use crate::context::RequestContext;
+use crate::context::InRequest;
 use crate::monitor::body::ResponseBody;
 use crate::monitor::route_entry::Outcome;
 use crate::monitor::tracker::Tracker;
+use http::Response;
+use pin_project_lite::pin_project;
 
 pin_project! {
     /// Response future of [`Monitor`](super::Monitor): runs the inner future inside the request's span and
     /// task-local context, and hands the request's tracker to the response body.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: Instrumented<TaskLocalFuture<RequestContext, F>>,
+        inner: InRequest<F>,
         tracker: Option<Tracker>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: Instrumented<TaskLocalFuture<RequestContext, F>>,
-        tracker: Option<Tracker>,
-    ) -> Self {
+    pub(crate) fn new(inner: InRequest<F>, tracker: Option<Tracker>) -> Self {
         ResponseFuture { inner, tracker }
     }
 }

@@ -7,7 +7,6 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::Instrument;
 
 use crate::context::RequestContext;
 use crate::monitor::body::ResponseBody;
@@ -61,35 +60,46 @@ struct RouteCache {
     by_method: [OnceLock<Option<Arc<RouteEntry>>>; 10],
 }
 
+/// What this monitor knows of a request's route.
+enum RouteLookup {
+    /// No route template on the request (it matched none, or no router is inside).
+    Unknown,
+    /// The route is excluded from the statistics.
+    Excluded,
+    /// The route's entry, its in-flight count already raised.
+    Started(Arc<RouteEntry>),
+}
+
 impl<S> Monitor<S> {
-    /// Resolves the route of `request` on `context` if it is known here and not yet set.
-    fn resolve_route<B>(&self, request: &Request<B>, context: &RequestContext, now: Instant) {
-        if context.route_entry().is_some() {
-            return;
-        }
-        if let Some(template) = crate::route::matched_path(request) {
-            let method = context.method();
-            let now_slot = self.state.slot(now);
-            let registry = &self.state.registry;
-            let memo = &self.routes.by_method[method.index()];
-            // An instance around several routes (a nested router) sees other templates: ask the table.
-            let resolved = match memo.get() {
-                Some(Some(entry)) if &*entry.route == template => Some(entry.clone()),
-                Some(None) if registry.is_excluded(template) => None,
-                Some(_) => registry.route(method, template, now_slot),
-                None => {
-                    let resolved = registry.route(method, template, now_slot);
-                    let _ = memo.set(resolved.clone());
-                    resolved
-                }
-            };
-            match resolved {
-                Some(entry) => {
-                    entry.started();
-                    context.set_route_entry(entry);
-                }
-                None => context.exclude_from_stats(),
+    /// Looks up the route of `request` and marks a request on it as started.
+    fn start_route<B>(
+        &self,
+        request: &Request<B>,
+        method: MethodLabel,
+        now: Instant,
+    ) -> RouteLookup {
+        let Some(template) = crate::route::matched_path(request) else {
+            return RouteLookup::Unknown;
+        };
+        let registry = &self.state.registry;
+        let memo = &self.routes.by_method[method.index()];
+        // An instance around several routes (a nested router) sees other templates: ask the table.
+        let resolved = match memo.get() {
+            Some(Some(entry)) if &*entry.route == template => Some(entry.clone()),
+            Some(None) if registry.is_excluded(template) => None,
+            Some(_) => registry.route(method, template, self.state.slot(now)),
+            None => {
+                let resolved = registry.route(method, template, self.state.slot(now));
+                let _ = memo.set(resolved.clone());
+                resolved
             }
+        };
+        match resolved {
+            Some(entry) => {
+                entry.started();
+                RouteLookup::Started(entry)
+            }
+            None => RouteLookup::Excluded,
         }
     }
 }
@@ -110,10 +120,18 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // An outer perfscope layer already made the context: only fill in the route if we see it.
         if let Some(context) = request.extensions().get::<RequestContext>().cloned() {
-            self.resolve_route(&request, &context, Instant::now());
-            let inner = context
-                .scope(self.inner.call(request))
-                .instrument(tracing::Span::none());
+            if context.route_entry().is_none() {
+                match self.start_route(&request, context.method(), Instant::now()) {
+                    RouteLookup::Started(entry) => {
+                        if !context.set_route_entry(entry.clone()) {
+                            entry.forget();
+                        }
+                    }
+                    RouteLookup::Excluded => context.exclude_from_stats(),
+                    RouteLookup::Unknown => {}
+                }
+            }
+            let inner = context.run(self.inner.call(request), None);
             return ResponseFuture::new(inner, None);
         }
 
@@ -133,8 +151,22 @@ where
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let request_id = inbound.unwrap_or_else(|| RequestId::generate(unix_ms));
-        let context = RequestContext::new(request_id, method, start, unix_ms);
-        self.resolve_route(&request, &context, start);
+        let context = match self.start_route(&request, method, start) {
+            RouteLookup::Started(entry) => RequestContext::with_route_entry(
+                request_id,
+                method,
+                start,
+                unix_ms,
+                Some(entry),
+                false,
+            ),
+            RouteLookup::Excluded => {
+                RequestContext::with_route_entry(request_id, method, start, unix_ms, None, true)
+            }
+            RouteLookup::Unknown => {
+                RequestContext::with_route_entry(request_id, method, start, unix_ms, None, false)
+            }
+        };
 
         let mut timing_headers = config.header_policy.allows_without_head();
         let mut request = if config.header_policy.needs_head() || config.user_id.is_some() {
@@ -152,8 +184,8 @@ where
         request.extensions_mut().insert(context.clone());
 
         let tracker = Tracker::new(state.clone(), context.clone(), timing_headers);
-        let span = context.request_span();
-        let inner = context.scope(self.inner.call(request)).instrument(span);
+        let span = context.enabled_request_span();
+        let inner = context.run(self.inner.call(request), span);
         ResponseFuture::new(inner, Some(tracker))
     }
 }

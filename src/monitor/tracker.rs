@@ -3,14 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::header::Entry;
+use http::{HeaderMap, StatusCode, header};
 use tokio::time::Instant;
 
 use crate::context::RequestContext;
 use crate::monitor::live::LiveToken;
 use crate::monitor::route_entry::{Completion, Outcome};
 use crate::monitor::state::MonitorState;
-use crate::timing_header::{self as headers, SERVER_TIMING, ValueBuf};
+use crate::timing_header::{SERVER_TIMING, ValueBuf};
+
+/// Room for the three values when the request timed no phase: a request ID of up to 128 bytes, the response
+/// time, and `total`, `app`, `db` and `cache` timings.
+const SMALL_BUF: usize = 320;
+/// Room for the three values with up to [`MAX_PHASES`](crate::context::MAX_PHASES) phases and `other`.
+const PHASES_BUF: usize = 1_280;
 
 /// Records its request when finished, or as cancelled, aborted or panicked when dropped first.
 #[derive(Debug)]
@@ -54,42 +61,80 @@ impl Tracker {
             || headers
                 .get(header::CONTENT_TYPE)
                 .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
-        let config = &self.state.config;
-        if !headers.contains_key(&config.request_id_header)
-            && let Some(value) = self.context.request_id().to_header_value()
-        {
-            headers.insert(config.request_id_header.clone(), value);
+        if !self.timing_headers {
+            if let Entry::Vacant(slot) = headers.entry(&self.state.config.request_id_header)
+                && let Some(value) = self.context.request_id().to_header_value()
+            {
+                slot.insert(value);
+            }
+            return;
         }
-        if self.timing_headers {
-            if let Some(value) = headers::response_time(elapsed) {
-                headers.insert(config.response_time_header.clone(), value);
-            }
-            if let Some(value) = self.server_timing(elapsed) {
-                headers.append(SERVER_TIMING.clone(), value);
-            }
+        // Phases are rare: the small buffer serves every response without them.
+        if self.context.has_phases() {
+            self.add_timing_headers::<PHASES_BUF>(elapsed, headers);
+        } else {
+            self.add_timing_headers::<SMALL_BUF>(elapsed, headers);
+        }
+    }
+
+    /// Adds `X-Request-Id` (unless the application set one), `X-Response-Time` and `Server-Timing`, all three
+    /// values written into one buffer and shared from one allocation.
+    fn add_timing_headers<const N: usize>(&self, elapsed: Duration, headers: &mut HeaderMap) {
+        let config = &self.state.config;
+        let mut buf = ValueBuf::<N>::new();
+        buf.push_bytes(self.context.request_id().as_bytes());
+        let id = 0..buf.len();
+        let mark = buf.len();
+        let response_time = if buf.push_response_time(elapsed) {
+            mark..buf.len()
+        } else {
+            0..0
+        };
+        let start = buf.len();
+        self.push_server_timing(&mut buf, start, elapsed);
+        let server_timing = start..buf.len();
+        let values = buf.into_shared();
+        if let Entry::Vacant(slot) = headers.entry(&config.request_id_header)
+            && let Some(value) = values.value(id)
+        {
+            slot.insert(value);
+        }
+        if let Some(value) = values.value(response_time) {
+            headers.insert(config.response_time_header.clone(), value);
+        }
+        if let Some(value) = values.value(server_timing) {
+            headers.append(SERVER_TIMING.clone(), value);
         }
     }
 
     /// `total` (call to headers), `app` (total less the named phases), each phase, then `db` and `cache` when the
     /// request ran queries or cache loads.
-    fn server_timing(&self, total: Duration) -> Option<HeaderValue> {
-        let mut in_phases = Duration::ZERO;
-        self.context
-            .for_each_phase(|_, duration| in_phases += duration);
-        let mut buf = ValueBuf::<768>::new();
-        buf.push_timing("total", total);
-        buf.push_timing("app", total.saturating_sub(in_phases));
-        self.context.for_each_phase(|name, duration| {
-            buf.push_timing(name, duration);
+    fn push_server_timing<const N: usize>(
+        &self,
+        buf: &mut ValueBuf<N>,
+        start: usize,
+        total: Duration,
+    ) {
+        buf.push_timing_from(start, "total", total);
+        self.context.with_phases(|phases, overflowed| {
+            let in_phases = phases
+                .iter()
+                .fold(overflowed, |sum, (_, duration)| sum + *duration);
+            buf.push_timing_from(start, "app", total.saturating_sub(in_phases));
+            for (name, duration) in phases {
+                buf.push_timing_from(start, name, *duration);
+            }
+            if overflowed > Duration::ZERO {
+                buf.push_timing_from(start, "other", overflowed);
+            }
         });
         let counters = self.context.counters();
         if counters.queries > 0 {
-            buf.push_timing("db", counters.query_time);
+            buf.push_timing_from(start, "db", counters.query_time);
         }
         if counters.cache_hits + counters.cache_misses > 0 {
-            buf.push_timing("cache", counters.cache_time);
+            buf.push_timing_from(start, "cache", counters.cache_time);
         }
-        buf.to_header_value()
     }
 
     pub(crate) fn headers_sent(&self) -> bool {

@@ -19,6 +19,7 @@ use super::parse;
 use super::report::{
     FindingSummary, FingerprintStats, QueryStatsSnapshot, RequestReport, RouteQueryStats,
 };
+use crate::request_id::RequestId;
 use crate::route::MethodLabel;
 
 use crate::route::{OVERFLOW_ROUTE as OVERFLOW, UNMATCHED_ROUTE as UNMATCHED};
@@ -29,7 +30,7 @@ pub(crate) struct Analyzer {
     memo: FingerprintMemo,
     routes: RwLock<HashMap<RouteKey, SharedRoute>>,
     findings: Mutex<FindingStore>,
-    recent: Mutex<VecDeque<Arc<RequestReport>>>,
+    recent: Mutex<VecDeque<Recent>>,
     settled: AtomicU64,
     unattributed: AtomicU64,
     unattributed_micros: AtomicU64,
@@ -38,6 +39,69 @@ pub(crate) struct Analyzer {
 
 type RouteKey = (MethodLabel, Arc<str>);
 type SharedRoute = Arc<Mutex<RouteState>>;
+
+/// One route's statistics and its label, resolved once by a [`QueryLayer`](super::QueryLayer) instance and
+/// carried by each request's log, so settling needs no table lookup.
+#[derive(Clone)]
+pub(crate) struct RouteHandle {
+    label: Arc<str>,
+    state: SharedRoute,
+}
+
+impl std::fmt::Debug for RouteHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RouteHandle").field(&self.label).finish()
+    }
+}
+
+impl RouteHandle {
+    /// The route template.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+/// An entry of the recent-requests ring. A request that ran no query is kept as the few facts it has, so
+/// settling it allocates nothing; its report is made if someone asks for it.
+enum Recent {
+    Report(Arc<RequestReport>),
+    Empty {
+        request_id: RequestId,
+        method: MethodLabel,
+        route: Arc<str>,
+    },
+}
+
+impl Recent {
+    fn is_request(&self, id: &str) -> bool {
+        match self {
+            Recent::Report(report) => report.request_id == id,
+            Recent::Empty { request_id, .. } => request_id.as_str() == id,
+        }
+    }
+
+    fn is_on(&self, method: &str, route: &str) -> bool {
+        match self {
+            Recent::Report(report) => report.method == method && report.route == route,
+            Recent::Empty {
+                method: m,
+                route: r,
+                ..
+            } => m.as_str() == method && &**r == route,
+        }
+    }
+
+    fn report(&self) -> Arc<RequestReport> {
+        match self {
+            Recent::Report(report) => report.clone(),
+            Recent::Empty {
+                request_id,
+                method,
+                route,
+            } => Arc::new(RequestReport::empty(request_id.as_str(), *method, route)),
+        }
+    }
+}
 
 /// Query statistics of one (method, route).
 #[derive(Default)]
@@ -171,14 +235,52 @@ impl Analyzer {
 
     /// Folds a finished request in. Runs after the response was sent; a failure here loses this request's
     /// analysis and nothing else.
-    pub(crate) fn settle(&self, request: RequestQueries) {
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.settle_request(request)));
+    pub(crate) fn settle(&self, request: RequestQueries, route: Option<RouteHandle>) {
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.settle_request(request, route)));
         if outcome.is_err() {
             self.settle_failures.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn settle_request(&self, request: RequestQueries) {
+    /// Folds in a request that ran no query: it counts in its route's requests and time, and nothing else
+    /// can be found in it.
+    pub(crate) fn settle_empty(
+        &self,
+        method: MethodLabel,
+        route: RouteHandle,
+        request_id: &RequestId,
+        elapsed: Duration,
+    ) {
+        self.settled.fetch_add(1, Ordering::Relaxed);
+        route.state.lock().observe_empty(elapsed);
+        self.remember(Recent::Empty {
+            request_id: *request_id,
+            method,
+            route: route.label,
+        });
+    }
+
+    /// The route handle of `method` `route` (`None`: unmatched), from the table.
+    pub(crate) fn route_handle(&self, method: MethodLabel, route: Option<&str>) -> RouteHandle {
+        let label = self.route_label(route);
+        RouteHandle {
+            state: self.route_state(method, &label),
+            label,
+        }
+    }
+
+    fn remember(&self, entry: Recent) {
+        if self.config.limits.recent_requests > 0 {
+            let mut recent = self.recent.lock();
+            while recent.len() >= self.config.limits.recent_requests {
+                recent.pop_front();
+            }
+            recent.push_back(entry);
+        }
+    }
+
+    fn settle_request(&self, request: RequestQueries, route: Option<RouteHandle>) {
         self.settled.fetch_add(1, Ordering::Relaxed);
         for totals in &request.totals {
             if let Some(info) = self.memo.get(totals.fingerprint) {
@@ -186,7 +288,10 @@ impl Analyzer {
                     .get_or_init(|| parse::enrich(&info.text, info.dialect));
             }
         }
-        let route = self.route_state(request.method, &request.route);
+        let route = match route {
+            Some(handle) => handle.state,
+            None => self.route_state(request.method, &request.route),
+        };
         let lookup = |id: FingerprintId| self.memo.get(id);
         let findings = {
             let mut route = route.lock();
@@ -221,12 +326,9 @@ impl Analyzer {
                 .record(&findings, self.config.limits.findings);
         }
         if self.config.limits.recent_requests > 0 {
-            let report = Arc::new(RequestReport::new(&request, findings, &lookup));
-            let mut recent = self.recent.lock();
-            while recent.len() >= self.config.limits.recent_requests {
-                recent.pop_front();
-            }
-            recent.push_back(report);
+            self.remember(Recent::Report(Arc::new(RequestReport::new(
+                &request, findings, &lookup,
+            ))));
         }
     }
 
@@ -250,8 +352,8 @@ impl Analyzer {
             .lock()
             .iter()
             .rev()
-            .find(|r| r.request_id == request_id)
-            .cloned()
+            .find(|r| r.is_request(request_id))
+            .map(Recent::report)
     }
 
     /// The most recently settled request on `method` `route`.
@@ -260,8 +362,8 @@ impl Analyzer {
             .lock()
             .iter()
             .rev()
-            .find(|r| r.method == method && r.route == route)
-            .cloned()
+            .find(|r| r.is_on(method, route))
+            .map(Recent::report)
     }
 
     /// The normalized statements seen on `method` `route`, sorted.
@@ -330,6 +432,14 @@ impl std::fmt::Debug for Analyzer {
 }
 
 impl RouteState {
+    /// [`RouteState::observe`] for a request that ran no query.
+    fn observe_empty(&mut self, elapsed: Duration) {
+        self.requests += 1;
+        self.request_time = self.request_time.saturating_add(elapsed);
+        self.per_request.record(0);
+        self.baseline.observe(0);
+    }
+
     fn observe(&mut self, request: &RequestQueries, findings: &[Finding], cap: usize) {
         self.requests += 1;
         self.queries += request.count;

@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::analyzer::Analyzer;
+use super::analyzer::{Analyzer, RouteHandle};
 use super::model::{FingerprintId, FingerprintTotals, QueryRecord, RequestQueries};
+use crate::request_id::RequestId;
 use crate::route::MethodLabel;
 
 /// The queries of one request so far.
 pub(crate) struct QueryLog {
     analyzer: Arc<Analyzer>,
+    /// The request's route in the analyzer, when the layer that made the log knew it.
+    route: Option<RouteHandle>,
     state: Mutex<LogState>,
 }
 
@@ -32,14 +35,15 @@ struct LogState {
 pub(crate) struct RequestFacts<'a> {
     pub(crate) method: MethodLabel,
     pub(crate) route: Option<&'a str>,
-    pub(crate) request_id: &'a str,
+    pub(crate) request_id: &'a RequestId,
     pub(crate) elapsed: Duration,
 }
 
 impl QueryLog {
-    pub(crate) fn new(analyzer: Arc<Analyzer>) -> Self {
+    pub(crate) fn new(analyzer: Arc<Analyzer>, route: Option<RouteHandle>) -> Self {
         QueryLog {
             analyzer,
+            route,
             state: Mutex::new(LogState::default()),
         }
     }
@@ -102,13 +106,24 @@ impl QueryLog {
 
     /// Hands the finished log to the analyzer.
     pub(crate) fn settle(self, facts: RequestFacts<'_>) {
-        let QueryLog { analyzer, state } = self;
+        let QueryLog {
+            analyzer,
+            route,
+            state,
+        } = self;
         let mut state = state.into_inner();
+        // The layer's route is the request's, unless something set another one on the context.
+        let route = route.filter(|handle| facts.route.is_none_or(|r| r == handle.label()));
+        if state.count == 0 && state.pool_waits == 0 {
+            let route = route.unwrap_or_else(|| analyzer.route_handle(facts.method, facts.route));
+            analyzer.settle_empty(facts.method, route, facts.request_id, facts.elapsed);
+            return;
+        }
         count_distinct_params(&state.records, &mut state.totals);
         let queries = RequestQueries {
             method: facts.method,
             route: analyzer.route_label(facts.route),
-            request_id: facts.request_id.to_owned(),
+            request_id: facts.request_id.as_str().to_owned(),
             elapsed: facts.elapsed,
             records: state.records,
             records_dropped: state.records_dropped,
@@ -119,7 +134,7 @@ impl QueryLog {
             pool_waits: state.pool_waits,
             pool_wait: state.pool_wait,
         };
-        analyzer.settle(queries);
+        analyzer.settle(queries, route);
     }
 }
 

@@ -159,6 +159,20 @@ impl RequestReport {
         }
     }
 
+    /// The report of a request that ran no query.
+    pub(crate) fn empty(request_id: &str, method: crate::route::MethodLabel, route: &str) -> Self {
+        RequestReport {
+            request_id: request_id.to_owned(),
+            method: method.as_str().to_owned(),
+            route: route.to_owned(),
+            count: 0,
+            db_time_ms: 0.0,
+            records_dropped: 0,
+            fingerprints: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+
     /// The `n_plus_one` findings.
     pub fn n_plus_one(&self) -> impl Iterator<Item = &Finding> {
         self.findings

@@ -6,11 +6,9 @@ use std::task::{Context, Poll, ready};
 
 use http::{HeaderValue, Response};
 use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
-use tracing::instrument::Instrumented;
 
 use super::X_QUERY_COUNT;
-use crate::context::RequestContext;
+use crate::context::{InRequest, RequestContext};
 use crate::timing_header::{SERVER_TIMING, ValueBuf};
 
 pin_project! {
@@ -18,7 +16,7 @@ pin_project! {
     /// task-local context (and span, when this layer made the context) and adds the query headers.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: Instrumented<TaskLocalFuture<RequestContext, F>>,
+        inner: InRequest<F>,
         context: RequestContext,
         headers: bool,
         owned: bool,
@@ -27,7 +25,7 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(
-        inner: Instrumented<TaskLocalFuture<RequestContext, F>>,
+        inner: InRequest<F>,
         context: RequestContext,
         headers: bool,
         owned: bool,

@@ -2,7 +2,7 @@
 
 mod future;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,11 +10,10 @@ use http::{HeaderName, Request, Response};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::Instrument;
 
 pub use future::ResponseFuture;
 
-use super::analyzer::Analyzer;
+use super::analyzer::{Analyzer, RouteHandle};
 use crate::context::RequestContext;
 use crate::header_policy::HeaderPolicy;
 use crate::request_id::RequestId;
@@ -78,6 +77,7 @@ impl<S> Layer<S> for QueryLayer {
         QueryService {
             inner,
             shared: self.shared.clone(),
+            routes: Arc::default(),
         }
     }
 }
@@ -87,6 +87,36 @@ impl<S> Layer<S> for QueryLayer {
 pub struct QueryService<S> {
     inner: S,
     shared: Arc<Shared>,
+    /// The analyzer's route of the requests this instance sees, per method. `Router::layer` makes one instance
+    /// per route, so settling a request needs no table lookup.
+    routes: Arc<RouteMemo>,
+}
+
+/// Per-method memo of the last route a [`QueryService`] instance resolved.
+#[derive(Debug, Default)]
+struct RouteMemo {
+    by_method: [OnceLock<RouteHandle>; 10],
+}
+
+impl RouteMemo {
+    /// The handle of `template` on `method` (`None` without a template: resolved when the request settles).
+    fn handle(
+        &self,
+        analyzer: &Analyzer,
+        method: MethodLabel,
+        template: Option<&str>,
+    ) -> Option<RouteHandle> {
+        let template = template?;
+        let memo = &self.by_method[method.index()];
+        Some(match memo.get() {
+            Some(handle) if handle.label() == template => handle.clone(),
+            // An instance around several routes (a nested router) sees other templates: ask the table.
+            Some(_) => analyzer.route_handle(method, Some(template)),
+            None => memo
+                .get_or_init(|| analyzer.route_handle(method, Some(template)))
+                .clone(),
+        })
+    }
 }
 
 impl Shared {
@@ -139,16 +169,19 @@ where
                 context
             }
         };
-        let _ = context.query_log(&shared.analyzer);
+        let _ = context.query_log_on(&shared.analyzer, || {
+            self.routes.handle(
+                &shared.analyzer,
+                context.method(),
+                crate::route::matched_path(&request),
+            )
+        });
         let span = if owned {
-            context.request_span()
+            context.enabled_request_span()
         } else {
-            tracing::Span::none()
+            None
         };
-        let inner = context
-            .clone()
-            .scope(self.inner.call(request))
-            .instrument(span);
+        let inner = context.clone().run(self.inner.call(request), span);
         ResponseFuture::new(inner, context, headers, owned)
     }
 }
