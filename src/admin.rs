@@ -172,9 +172,7 @@ impl Perfscope {
     {
         let guard = move |request: &Request| {
             // Admin traffic stays out of the statistics, whatever the layer order.
-            if let Some(context) = request.extensions().get::<RequestContext>() {
-                context.exclude_from_stats();
-            }
+            RequestContext::with_current(RequestContext::exclude_from_stats);
             auth.denial(request)
         };
         let stats_guard = guard.clone();

@@ -2,7 +2,7 @@
 //!
 //! The outermost perfscope layer creates one [`RequestContext`] per request. It is reachable three ways, because
 //! code runs in three kinds of places:
-//! - as a request extension (`Extension<RequestContext>` in an axum handler, or `req.extensions()`);
+//! - as an axum extractor (`async fn handler(context: RequestContext)`), which reads the task-local below;
 //! - as a tokio task-local, from any code the handler calls in its task ([`RequestContext::current`], [`phase`]);
 //! - from the request's `tracing` span, for code on other threads that only sees the span (sqlx's SQLite worker
 //!   re-enters the caller's span), once [`ContextLayer`](crate::ContextLayer) is part of the tracing subscriber.
@@ -216,8 +216,22 @@ impl RequestContext {
         f.take().map(|f| f(&context))
     }
 
+    /// The context an outer layer gave `request`: one the application put in its extensions, else the
+    /// task-local one (perfscope's layers call inner services inside it).
+    #[cfg(any(feature = "monitor", feature = "query", feature = "cache"))]
+    pub(crate) fn of_request<B>(request: &http::Request<B>) -> Option<RequestContext> {
+        request
+            .extensions()
+            .get::<RequestContext>()
+            .cloned()
+            .or_else(Self::current_task)
+    }
+
     /// The context of the task-local scope only (no span lookup).
-    #[cfg(feature = "query")]
+    #[cfg_attr(
+        not(any(feature = "monitor", feature = "query", feature = "cache")),
+        allow(dead_code)
+    )]
     pub(crate) fn current_task() -> Option<RequestContext> {
         CURRENT.try_with(RequestContext::clone).ok()
     }
@@ -273,27 +287,33 @@ impl RequestContext {
 
     /// The request span, or `None` when no subscriber wants it.
     pub(crate) fn enabled_request_span(&self) -> Option<tracing::Span> {
-        // Asked first: a disabled span that carries metadata still goes through the `log` crate's checks on
-        // creation, enter and exit when no subscriber is set, and a future instrumented with it enters it on
-        // every poll.
-        if !tracing::span_enabled!(
-            target: crate::context_layer::REQUEST_SPAN_TARGET,
-            tracing::Level::DEBUG
-        ) {
+        // Nothing listens at DEBUG (one atomic load), or no subscriber was ever set: then a disabled span
+        // that carries metadata would still go through the `log` crate's checks on creation, enter and exit.
+        if !tracing::level_enabled!(tracing::Level::DEBUG) || !tracing::dispatcher::has_been_set() {
             return None;
         }
-        Some(crate::context_layer::with_handoff(self, || {
+        let span = crate::context_layer::with_handoff(self, || {
             tracing::debug_span!(
                 target: crate::context_layer::REQUEST_SPAN_TARGET,
                 "request",
                 request_id = %self.request_id(),
                 method = self.method().as_str(),
             )
-        }))
+        });
+        // A disabled span is not entered on every poll.
+        (!span.is_disabled()).then_some(span)
+    }
+
+    /// Calls `f` with this context as the task-local current one: for a service's `call`, which runs before its
+    /// future is first polled.
+    #[cfg(any(feature = "monitor", feature = "query"))]
+    pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self.clone(), f)
     }
 
     /// Runs `future` as this request: with this context as the task-local current one, and inside `span`
     /// when there is one.
+    #[cfg(any(feature = "monitor", feature = "query"))]
     pub(crate) fn run<F: Future>(self, future: F, span: Option<tracing::Span>) -> InRequest<F> {
         InRequest {
             inner: CURRENT.scope(self, future),
@@ -431,12 +451,14 @@ impl RequestContext {
     }
 
     /// Whether the request recorded any phase so far.
+    #[cfg(feature = "monitor")]
     pub(crate) fn has_phases(&self) -> bool {
         self.inner.phased.load(Ordering::Relaxed)
     }
 
     /// Calls `f` once with the phases in first-seen order and the time of the phases past
     /// [`MAX_PHASES`] (`other`), without taking the lock when there are none.
+    #[cfg(feature = "monitor")]
     pub(crate) fn with_phases<R>(
         &self,
         f: impl FnOnce(&[(Cow<'static, str>, Duration)], Duration) -> R,
@@ -531,16 +553,18 @@ impl fmt::Debug for RequestContext {
     }
 }
 
+#[cfg(any(feature = "monitor", feature = "query"))]
 pin_project_lite::pin_project! {
     /// A request's future, run with its context as the task-local current one and inside its span when it has
     /// one (see [`RequestContext::run`]).
-    pub struct InRequest<F> {
+    pub(crate) struct InRequest<F> {
         #[pin]
         inner: tokio::task::futures::TaskLocalFuture<RequestContext, F>,
         span: Option<tracing::Span>,
     }
 }
 
+#[cfg(any(feature = "monitor", feature = "query"))]
 impl<F: Future> Future for InRequest<F> {
     type Output = F::Output;
 
@@ -554,6 +578,7 @@ impl<F: Future> Future for InRequest<F> {
     }
 }
 
+#[cfg(any(feature = "monitor", feature = "query"))]
 impl<F> fmt::Debug for InRequest<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InRequest")

@@ -34,9 +34,9 @@
 //! ```
 //!
 //! # Reading the request context
-//! Each request gets a [`RequestContext`]: its ID, route, phases and counters. A handler can take it as an
-//! `Extension<RequestContext>`; code the handler calls reaches it with [`RequestContext::current`], and times
-//! work with [`phase`], which shows in `Server-Timing`.
+//! Each request gets a [`RequestContext`]: its ID, route, phases and counters. A handler takes it as an
+//! extractor (`context: RequestContext`, or `Option<RequestContext>`); code the handler calls reaches it with
+//! [`RequestContext::current`], and times work with [`phase`], which shows in `Server-Timing`.
 //!
 //! # Ordering with other layers
 //! ```
@@ -76,6 +76,8 @@ mod builder;
 #[cfg(feature = "cache")]
 pub mod cache;
 mod context;
+#[cfg(feature = "axum")]
+mod context_extract;
 mod context_layer;
 mod error;
 pub mod export;
@@ -99,6 +101,8 @@ mod timing_header;
 pub use admin::AdminAuth;
 pub use builder::PerfscopeBuilder;
 pub use context::{ContextCounters, MAX_PHASES, PhaseGuard, RequestContext, phase};
+#[cfg(feature = "axum")]
+pub use context_extract::MissingRequestContext;
 pub use context_layer::{ContextLayer, REQUEST_SPAN_TARGET};
 pub use error::BuildError;
 pub use header_policy::HeaderPolicy;

@@ -6,9 +6,11 @@
 //! values of one response are written back to back and handed out as slices of one shared buffer
 //! ([`ValueBuf::into_shared`]), so three headers cost one allocation instead of three.
 
+#[cfg(feature = "monitor")]
 use std::ops::Range;
 use std::time::Duration;
 
+#[cfg(feature = "monitor")]
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
@@ -100,6 +102,7 @@ impl<const N: usize> ValueBuf<N> {
         ok
     }
 
+    #[cfg(feature = "monitor")]
     /// Appends an `X-Response-Time` value, `12.345ms`; rolls back when it does not fit.
     pub(crate) fn push_response_time(&mut self, duration: Duration) -> bool {
         let mark = self.len;
@@ -110,11 +113,13 @@ impl<const N: usize> ValueBuf<N> {
         ok
     }
 
+    #[cfg(any(feature = "query", test))]
     /// Appends a timing entry to a buffer that holds one value only.
     pub(crate) fn push_timing(&mut self, name: &str, duration: Duration) -> bool {
         self.push_timing_from(0, name, duration)
     }
 
+    #[cfg(feature = "monitor")]
     /// Where the next byte goes.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -129,6 +134,7 @@ impl<const N: usize> ValueBuf<N> {
         self.len == 0
     }
 
+    #[cfg(any(feature = "query", test))]
     pub(crate) fn to_header_value(&self) -> Option<HeaderValue> {
         HeaderValue::from_bytes(self.as_bytes()).ok()
     }
@@ -140,6 +146,7 @@ impl<const N: usize> AsRef<[u8]> for ValueBuf<N> {
     }
 }
 
+#[cfg(feature = "monitor")]
 impl<const N: usize> ValueBuf<N> {
     /// Moves the buffer into one shared allocation, from which [`SharedValues::value`] slices each header value
     /// without copying.
@@ -148,10 +155,12 @@ impl<const N: usize> ValueBuf<N> {
     }
 }
 
+#[cfg(feature = "monitor")]
 /// Several header values in one allocation.
 #[derive(Debug)]
 pub(crate) struct SharedValues(Bytes);
 
+#[cfg(feature = "monitor")]
 impl SharedValues {
     /// The value written at `range`; `None` when empty or not a valid header value.
     pub(crate) fn value(&self, range: Range<usize>) -> Option<HeaderValue> {

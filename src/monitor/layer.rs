@@ -119,7 +119,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // An outer perfscope layer already made the context: only fill in the route if we see it.
-        if let Some(context) = request.extensions().get::<RequestContext>().cloned() {
+        if let Some(context) = RequestContext::of_request(&request) {
             if context.route_entry().is_none() {
                 match self.start_route(&request, context.method(), Instant::now()) {
                     RouteLookup::Started(entry) => {
@@ -131,8 +131,8 @@ where
                     RouteLookup::Unknown => {}
                 }
             }
-            let inner = context.run(self.inner.call(request), None);
-            return ResponseFuture::new(inner, None);
+            let inner = context.enter(|| self.inner.call(request));
+            return ResponseFuture::new(context.run(inner, None), None);
         }
 
         let start = Instant::now();
@@ -169,7 +169,7 @@ where
         };
 
         let mut timing_headers = config.header_policy.allows_without_head();
-        let mut request = if config.header_policy.needs_head() || config.user_id.is_some() {
+        let request = if config.header_policy.needs_head() || config.user_id.is_some() {
             let (parts, body) = request.into_parts();
             if config.header_policy.needs_head() {
                 timing_headers = config.header_policy.allows(&parts);
@@ -181,11 +181,10 @@ where
         } else {
             request
         };
-        request.extensions_mut().insert(context.clone());
-
         let tracker = Tracker::new(state.clone(), context.clone(), timing_headers);
         let span = context.enabled_request_span();
-        let inner = context.run(self.inner.call(request), span);
-        ResponseFuture::new(inner, Some(tracker))
+        // Inner layers find the context as the task-local one, in their `call` as in their futures.
+        let inner = context.enter(|| self.inner.call(request));
+        ResponseFuture::new(context.run(inner, span), Some(tracker))
     }
 }

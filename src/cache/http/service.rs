@@ -99,11 +99,7 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         let config = &shared.config;
-        let context = request
-            .extensions()
-            .get::<RequestContext>()
-            .cloned()
-            .or_else(RequestContext::current);
+        let context = RequestContext::of_request(&request).or_else(RequestContext::current);
         let identity = request.extensions().get::<CacheIdentity>();
         let usage = match classify_request(
             request.method(),

@@ -159,16 +159,9 @@ where
         } else {
             shared.policy.allows_without_head()
         };
-        let existing = request.extensions().get::<RequestContext>().cloned();
+        let existing = RequestContext::of_request(&request);
         let owned = existing.is_none();
-        let context = match existing {
-            Some(context) => context,
-            None => {
-                let context = shared.new_context(&request);
-                request.extensions_mut().insert(context.clone());
-                context
-            }
-        };
+        let context = existing.unwrap_or_else(|| shared.new_context(&request));
         let _ = context.query_log_on(&shared.analyzer, || {
             self.routes.handle(
                 &shared.analyzer,
@@ -181,7 +174,8 @@ where
         } else {
             None
         };
-        let inner = context.clone().run(self.inner.call(request), span);
+        let inner = context.enter(|| self.inner.call(request));
+        let inner = context.clone().run(inner, span);
         ResponseFuture::new(inner, context, headers, owned)
     }
 }
