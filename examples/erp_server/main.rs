@@ -20,12 +20,17 @@
 //!   directory). The file is deleted and recreated at start, so never point it at data you want to keep.
 //! - `PERFSCOPE_ADMIN_TOKEN`: protects `/admin/perf/*` with a token. Without it the admin routes answer loopback
 //!   clients only (development mode).
+//! - `PERFSCOPE_MODE`: how much of perfscope measures the server (module `mode`): `full` (the default: the
+//!   monitor, the query layer and the query capture layer), `monitor` (`perf.layer()` only) or `off` (none of
+//!   them). The log, tower-http's `TraceLayer`, the caches and the admin router are the same in every mode, so
+//!   `scripts/loadtest` can compare the three on the same application. Any other value stops the server at start.
 //! - `RUST_LOG`: log filter (default `info`).
 
 mod caches;
 mod catalog;
 mod db;
 mod error;
+mod mode;
 mod pagination;
 mod password;
 mod routes;
@@ -38,8 +43,11 @@ use std::time::Duration;
 
 use perfscope::query::{DetectConfig, Dialect, QueryConfig};
 use sqlx::AnyPool;
+use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
+
+use crate::mode::PerfscopeMode;
 
 /// The default listen address; `ERP_ADDR` overrides it.
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
@@ -65,6 +73,9 @@ enum AdminMode {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Which of perfscope's layers to use; read first, so a wrong value stops the server before any work.
+    let mode = PerfscopeMode::from_env()?;
+
     // Database: fresh tables, seeded deterministically so every run serves the same data.
     let location = db::Location::from_env()?;
 
@@ -84,12 +95,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     // The log at INFO (or RUST_LOG) on its own layer; perfscope's capture layer brings its own filter, which
-    // lets sqlx's DEBUG query events through to perfscope only.
+    // lets sqlx's DEBUG query events through to perfscope only. `None` (mode `off` or `monitor`) adds no layer.
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         ))
-        .with(perf.query_capture_layer())
+        .with(mode.analyzes_queries().then(|| perf.query_capture_layer()))
         .init();
 
     let pool = db::open_fresh(&location).await?;
@@ -121,19 +132,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sessions: Arc::new(session::SessionIssuer::new()),
         caches,
     };
-    let app = routes::router(responses)
+    let mut app = routes::router(responses)
         .with_state(state)
+        // The application's own request tracing, at tower-http's default levels (DEBUG spans and events, ERROR on
+        // failures), as a real server has it whether perfscope is there or not.
+        .layer(TraceLayer::new_for_http());
+    if mode.analyzes_queries() {
         // Inside the monitor: ties each request's queries to it and adds `X-Query-Count`.
-        .layer(perf.query_layer())
+        app = app.layer(perf.query_layer());
+    }
+    if mode.monitors_requests() {
         // Outermost, so the monitor sees every response, `X-Cache` included, and times hits too.
-        .layer(perf.layer())
-        // Nested after `.layer(..)` so the admin routes are not measured as application traffic.
-        .nest("/admin/perf", perf.admin_router(auth));
+        app = app.layer(perf.layer());
+    }
+    // Nested after `.layer(..)` so the admin routes are not measured as application traffic. Kept in every mode:
+    // it also serves and invalidates the caches, which the application uses whatever perfscope measures (in mode
+    // `off` its request statistics are simply empty).
+    let app = app.nest("/admin/perf", perf.admin_router(auth));
 
     let addr = std::env::var("ERP_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
-    print_banner(local, &admin_mode);
+    print_banner(local, &admin_mode, mode);
 
     // Loopback-only admin mode needs the peer address, hence `with_connect_info`.
     axum::serve(
@@ -150,13 +170,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Prints the URLs worth trying, so the first minute with the demo needs no documentation.
-fn print_banner(addr: SocketAddr, admin_mode: &AdminMode) {
+fn print_banner(addr: SocketAddr, admin_mode: &AdminMode, mode: PerfscopeMode) {
     let base = format!("http://{addr}");
     println!();
     println!("ERP demo listening on {base}");
+    println!(
+        "perfscope mode: {mode} (set {}=off, monitor or full to choose its layers)",
+        mode::VARIABLE
+    );
     println!();
     println!("Try:");
     println!("  curl -i {base}/api/products/1");
+    println!("  curl -i {base}/api/products/1/stock  # never cached: 1 query per request");
     println!("  curl -i '{base}/api/products?q=paracetamol&page=1&per_page=5'");
     println!("  curl -i {base}/api/customers/1");
     println!("  curl -i {base}/api/quotations        # N+1 on purpose: 41 queries per page");

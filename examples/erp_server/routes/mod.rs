@@ -19,7 +19,8 @@ use crate::error::AppError;
 /// the raw path, so the number of series stays bounded.
 ///
 /// `responses` caches the hot GET routes only: they are grouped in a router of their own, which the layer wraps,
-/// and merged with the rest (`PUT /api/products/{id}` joins its `GET` there, uncached).
+/// and merged with the rest (`PUT /api/products/{id}` joins its `GET` there, uncached). A product's stock level
+/// is never cached: it must show the last write.
 pub(crate) fn router(responses: ResponseCacheLayer) -> Router<AppState> {
     let cached = Router::new()
         .route("/api/products", get(products::search))
@@ -30,6 +31,7 @@ pub(crate) fn router(responses: ResponseCacheLayer) -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/api/products/{id}", put(products::update))
+        .route("/api/products/{id}/stock", get(products::stock))
         .route("/api/quotations", get(quotations::list))
         .route("/api/v2/quotations", get(quotations::list_v2))
         .route("/api/quotations/{id}", get(quotations::show))

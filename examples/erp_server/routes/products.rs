@@ -1,8 +1,8 @@
-//! Product catalogue: search with pagination, read one, update price, stock or name.
+//! Product catalogue: search with pagination, read one, read its stock level, update price, stock or name.
 //!
 //! Reads are cached (see [`crate::caches`]): the list and the detail through the response cache, tagged
 //! `products` and `product:{id}`, and each product's row in the `products` data cache. An update invalidates
-//! them once it has committed.
+//! them once it has committed. The stock level is the exception: it is read from the database on every request.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::caches::{PRODUCTS, product_key, product_tag};
+use crate::catalog::LOW_STOCK;
 use crate::error::AppError;
 use crate::pagination::Page;
 
@@ -126,6 +127,40 @@ pub(crate) async fn show(
         Extension(CacheTags::new([PRODUCTS]).with(product_tag(id))),
         Json(product),
     ))
+}
+
+/// Response of `GET /api/products/{id}/stock`.
+#[derive(Debug, Serialize)]
+pub(crate) struct StockLevel {
+    id: i64,
+    sku: String,
+    stock: i64,
+    /// `stock` is below the dashboard's low-stock threshold.
+    low_stock: bool,
+    updated_at: String,
+}
+
+/// `GET /api/products/{id}/stock`: one query, never cached. A checkout or a warehouse screen asks it before
+/// promising goods, so it must see the last write, not a copy up to [`crate::caches::RESPONSE_TTL`] old.
+pub(crate) async fn stock(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<StockLevel>, AppError> {
+    let Path(id) = id?;
+    let (sku, stock, updated_at) = sqlx::query_as::<_, (String, i64, String)>(
+        "SELECT sku, stock, updated_at FROM products WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| AppError::not_found("product", id))?;
+    Ok(Json(StockLevel {
+        id,
+        sku,
+        stock,
+        low_stock: stock < LOW_STOCK,
+        updated_at,
+    }))
 }
 
 /// Body of `PUT /api/products/{id}`: every field optional, unknown fields rejected so typos do not pass silently.
