@@ -61,10 +61,11 @@ impl RouteHandle {
     }
 }
 
-/// An entry of the recent-requests ring. A request that ran no query is kept as the few facts it has, so
-/// settling it allocates nothing; its report is made if someone asks for it.
+/// An entry of the recent-requests ring: what a report is made of, made into one only if someone asks. A
+/// request that ran no query is kept as the few facts it has, so settling it allocates nothing.
 enum Recent {
-    Report(Arc<RequestReport>),
+    /// The settled request without its detailed records, and its findings.
+    Settled(Box<(RequestQueries, Vec<Finding>)>),
     Empty {
         request_id: RequestId,
         method: MethodLabel,
@@ -75,14 +76,16 @@ enum Recent {
 impl Recent {
     fn is_request(&self, id: &str) -> bool {
         match self {
-            Recent::Report(report) => report.request_id == id,
+            Recent::Settled(settled) => settled.0.request_id == id,
             Recent::Empty { request_id, .. } => request_id.as_str() == id,
         }
     }
 
     fn is_on(&self, method: &str, route: &str) -> bool {
         match self {
-            Recent::Report(report) => report.method == method && report.route == route,
+            Recent::Settled(settled) => {
+                settled.0.method.as_str() == method && &*settled.0.route == route
+            }
             Recent::Empty {
                 method: m,
                 route: r,
@@ -91,9 +94,14 @@ impl Recent {
         }
     }
 
-    fn report(&self) -> Arc<RequestReport> {
+    fn report(&self, analyzer: &Analyzer) -> Arc<RequestReport> {
         match self {
-            Recent::Report(report) => report.clone(),
+            Recent::Settled(settled) => {
+                let (request, findings) = &**settled;
+                Arc::new(RequestReport::new(request, findings.clone(), &|id| {
+                    analyzer.lookup(id)
+                }))
+            }
             Recent::Empty {
                 request_id,
                 method,
@@ -326,9 +334,10 @@ impl Analyzer {
                 .record(&findings, self.config.limits.findings);
         }
         if self.config.limits.recent_requests > 0 {
-            self.remember(Recent::Report(Arc::new(RequestReport::new(
-                &request, findings, &lookup,
-            ))));
+            // The report needs the totals, not the detailed records.
+            let mut request = request;
+            request.records = Vec::new();
+            self.remember(Recent::Settled(Box::new((request, findings))));
         }
     }
 
@@ -353,7 +362,7 @@ impl Analyzer {
             .iter()
             .rev()
             .find(|r| r.is_request(request_id))
-            .map(Recent::report)
+            .map(|r| r.report(self))
     }
 
     /// The most recently settled request on `method` `route`.
@@ -363,7 +372,7 @@ impl Analyzer {
             .iter()
             .rev()
             .find(|r| r.is_on(method, route))
-            .map(Recent::report)
+            .map(|r| r.report(self))
     }
 
     /// The normalized statements seen on `method` `route`, sorted.

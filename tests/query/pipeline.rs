@@ -326,3 +326,42 @@ async fn analysis_waits_until_the_response_is_done() {
     assert_eq!(report.count, 41);
     assert!(report.n_plus_one().count() > 0);
 }
+
+#[tokio::test]
+async fn a_request_that_runs_no_query_counts_on_its_route_and_reports_zero() {
+    let perf = perf_with(Dialect::Sqlite);
+    let app = Router::new()
+        .route("/api/health-summary", get(|| async { "ok" }))
+        .layer(perf.query_layer())
+        .layer(perf.layer())
+        .with_state(());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (_, headers, _) = send(&app, get_request("/api/health-summary")).await;
+        assert_eq!(headers.get("x-query-count").unwrap(), "0");
+        ids.push(
+            headers
+                .get("x-request-id")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for id in &ids {
+        let report = perf.request_queries(id).await.expect("settled");
+        assert_eq!(
+            (report.count, report.route.as_str(), report.method.as_str()),
+            (0, "/api/health-summary", "GET")
+        );
+        assert!(report.fingerprints.is_empty() && report.findings.is_empty());
+    }
+    let snapshot = perf.snapshot();
+    let route = snapshot
+        .queries
+        .routes
+        .iter()
+        .find(|r| r.route == "/api/health-summary")
+        .expect("the route is in the query statistics");
+    assert_eq!((route.requests, route.queries), (3, 0));
+}
