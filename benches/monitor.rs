@@ -44,6 +44,27 @@ fn app() -> Router {
     )
 }
 
+/// The same handler, recording one query through the manual API: the request's log, its settling and the
+/// detector run for it.
+fn one_query_app(perf: &Perfscope) -> Router {
+    let recorder = perf.query_recorder();
+    Router::new().route(
+        "/api/products/{id}",
+        get(move || {
+            recorder.record(
+                "SELECT id, name, price_cents FROM products WHERE id = $1",
+                Duration::from_micros(50),
+                Some(1),
+            );
+            async {
+                axum::Json(
+                    serde_json::json!({"id": 1, "name": "Paracetamol 500mg", "price_cents": 399}),
+                )
+            }
+        }),
+    )
+}
+
 /// The floor: what any timing layer must do at least.
 #[derive(Clone)]
 struct FloorLayer;
@@ -134,6 +155,12 @@ fn bench_layers(c: &mut Criterion) {
         (
             "perfscope_query_subscriber",
             app().layer(queries.query_layer()).layer(queries.layer()),
+        ),
+        (
+            "perfscope_one_query",
+            one_query_app(&queries)
+                .layer(queries.query_layer())
+                .layer(queries.layer()),
         ),
         (
             "tower_http_trace_request_id",

@@ -171,6 +171,7 @@ impl FingerprintMemo {
                 dialect,
                 tags: normalized.tags,
                 enrichment: OnceLock::new(),
+                exempt: OnceLock::new(),
             }),
             uses: AtomicU64::new(1),
             evicted: AtomicBool::new(false),

@@ -115,6 +115,9 @@ pub struct FingerprintInfo {
     pub tags: Vec<(String, String)>,
     /// The parser's findings; set once, after the first request that ran the statement has been answered.
     pub enrichment: OnceLock<Enrichment>,
+    /// Whether the detector leaves the statement alone (transactions, session statements, migrations,
+    /// advisory locks, health checks), decided once the enrichment is known.
+    pub(crate) exempt: OnceLock<bool>,
 }
 
 /// Longest normalized text kept, in bytes.

@@ -34,7 +34,11 @@ pub(crate) fn detect(ctx: &Context<'_>, baseline: Option<&RouteBaseline>, out: &
 /// The count above which a request is a regression, once the route has enough history.
 fn regression_limit(ctx: &Context<'_>, baseline: Option<&RouteBaseline>) -> Option<f64> {
     let baseline = baseline?;
-    if baseline.samples() < ctx.config.regression_min_samples {
+    // The limit is at least `regression_min_increase` (a median is never negative): a request at or under it
+    // cannot exceed the limit, and most requests are, so the median (a selection over the window) waits.
+    if baseline.samples() < ctx.config.regression_min_samples
+        || ctx.request.count <= ctx.config.regression_min_increase
+    {
         return None;
     }
     let median = baseline.median()?;

@@ -36,7 +36,13 @@ impl Statement {
             .get()
             .and_then(|e| e.kind)
             .unwrap_or(info.kind);
-        let exempt = is_exempt(&info, kind);
+        // The text scans are the detector's largest per-statement cost: once the enrichment (and so the kind)
+        // is final, the answer is too.
+        let exempt = if info.enrichment.get().is_some() {
+            *info.exempt.get_or_init(|| is_exempt(&info, kind))
+        } else {
+            is_exempt(&info, kind)
+        };
         Statement { info, kind, exempt }
     }
 

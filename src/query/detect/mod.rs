@@ -449,6 +449,7 @@ pub(crate) mod test_support {
                     dialect: Dialect::PostgreSql,
                     tags: Vec::new(),
                     enrichment: OnceLock::new(),
+                    exempt: OnceLock::new(),
                 })
             });
             id
