@@ -59,6 +59,11 @@ impl RouteHandle {
     pub(crate) fn label(&self) -> &str {
         &self.label
     }
+
+    /// The route template, shared.
+    pub(crate) fn shared_label(&self) -> Arc<str> {
+        self.label.clone()
+    }
 }
 
 /// An entry of the recent-requests ring: what a report is made of, made into one only if someone asks. A

@@ -122,7 +122,10 @@ impl QueryLog {
         count_distinct_params(&state.records, &mut state.totals);
         let queries = RequestQueries {
             method: facts.method,
-            route: analyzer.route_label(facts.route),
+            route: route.as_ref().map_or_else(
+                || analyzer.route_label(facts.route),
+                RouteHandle::shared_label,
+            ),
             request_id: facts.request_id.as_str().to_owned(),
             elapsed: facts.elapsed,
             records: state.records,
