@@ -245,5 +245,40 @@ mod tests {
             }
             prop_assert!(buf.is_empty() || buf.to_header_value().is_some());
         }
+
+        /// Values written back to back come out of the shared buffer whole, each a valid header value, and a
+        /// value that did not fit is rolled back without touching the ones before it.
+        #[cfg(feature = "monitor")]
+        #[test]
+        fn shared_values_slice_back_what_was_written(
+            id in "[A-Za-z0-9._:-]{1,128}",
+            names in proptest::collection::vec(any::<String>(), 0..12),
+            micros in proptest::collection::vec(any::<u64>(), 13),
+        ) {
+            let mut buf = ValueBuf::<320>::new();
+            prop_assert!(buf.push_bytes(id.as_bytes()));
+            let id_range = 0..buf.len();
+            let mark = buf.len();
+            prop_assert!(buf.push_response_time(Duration::from_micros(micros[12])));
+            let time_range = mark..buf.len();
+            let start = buf.len();
+            for (name, micros) in names.iter().zip(&micros) {
+                let before = buf.len();
+                if !buf.push_timing_from(start, name, Duration::from_micros(*micros)) {
+                    prop_assert_eq!(buf.len(), before);
+                }
+            }
+            let timing = buf.as_bytes()[start..].to_vec();
+            let timing_range = start..buf.len();
+            let values = buf.into_shared();
+            let id_value = values.value(id_range).unwrap();
+            prop_assert_eq!(id_value.as_bytes(), id.as_bytes());
+            let time = values.value(time_range).unwrap();
+            prop_assert!(time.as_bytes().ends_with(b"ms"));
+            match values.value(timing_range) {
+                Some(value) => prop_assert_eq!(value.as_bytes(), &timing[..]),
+                None => prop_assert!(timing.is_empty()),
+            }
+        }
     }
 }
