@@ -1,6 +1,6 @@
 //! [`Cache`]: the table, lookups, single-flight loads, stale-while-revalidate, fail-safe and invalidation.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use quick_cache::sync::{EntryAction, EntryResult};
-use tokio::time::Instant;
 
 use super::builder::{CacheBuilder, Weigher};
-use super::clock::{Clock, Jitter, NEVER, nanos};
+use super::clock::{CacheClock, Clock, Jitter, NEVER, nanos};
 use super::entry::{EntryLifecycle, EntryWeighter, Meta, Stored};
 use super::error::{LoadError, panic_message};
 use super::key::{
@@ -64,6 +63,7 @@ pub(crate) struct Config<K, V> {
     pub(crate) max_namespaces: usize,
     pub(crate) namespace: Option<fn(&K) -> &str>,
     pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) clock: CacheClock,
 }
 
 /// How a stored value may be used now.
@@ -315,17 +315,40 @@ where
     /// The slow end of `get`: removes what can never be read again, counts the miss.
     #[cold]
     #[inline(never)]
-    fn missed(&self, key: &K, found: Option<(Stored<V>, State)>) {
+    fn missed<Q>(&self, key: &Q, found: Option<(Stored<V>, State)>)
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+        Q::Owned: Into<K>,
+    {
         let ns = match found {
             Some((stored, state)) => self.discard(key, stored, state),
-            None => self.namespace_of(key),
+            None => self.namespace_of_borrowed(key),
         };
         self.stats.add(slot::current(), ns, Counter::Misses, 1);
         request_miss(Duration::ZERO);
     }
 
+    /// The statistics namespace of a key given in a borrowed form: the key is built only when the cache can
+    /// have namespaces (string-like keys, or a namespace function).
+    fn namespace_of_borrowed<Q>(&self, key: &Q) -> u16
+    where
+        Q: ?Sized + ToOwned,
+        Q::Owned: Into<K>,
+    {
+        if self.namespace.is_none() && !is_text_key::<K>() {
+            return NO_NAMESPACE;
+        }
+        let key: K = key.to_owned().into();
+        self.namespace_of(&key)
+    }
+
     /// Removes `stored` (found under `key` in `state`) if it can never be read again; returns its namespace.
-    fn discard(&self, key: &K, stored: Stored<V>, state: State) -> u16 {
+    fn discard<Q>(&self, key: &Q, stored: Stored<V>, state: State) -> u16
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
         if matches!(state, State::Dead(_) | State::Expired { fail_safe: false }) {
             let id = stored.meta.id;
             if self.table.remove_if(key, |s| s.meta.id == id).is_some() {
@@ -438,7 +461,7 @@ where
             inner: Arc::new(Inner {
                 name: config.name,
                 table,
-                clock: Clock::new(),
+                clock: Clock::new(&config.clock),
                 seq: Seq::new(),
                 cleared: AtomicU64::new(0),
                 keys: KeyStamps::new(),
@@ -483,6 +506,28 @@ where
     /// The fresh value of `key`, if any. Counts a hit or a miss, also on the current request.
     #[inline]
     pub fn get(&self, key: &K) -> Option<V> {
+        self.get_borrowed(key)
+    }
+
+    /// [`get`](Cache::get) by any borrowed form of the key type, as with `HashMap::get`: a `Cache<String, V>` is
+    /// looked up by `&str` without building a `String` (a miss of a key that is not stored builds one to find
+    /// its statistics namespace, for string-like keys and caches with a namespace function).
+    ///
+    /// ```
+    /// use perfscope::cache::Cache;
+    ///
+    /// let cache: Cache<String, u32> = Cache::builder().build().unwrap();
+    /// cache.insert("user-42".to_owned(), 7);
+    /// assert_eq!(cache.get_borrowed("user-42"), Some(7));
+    /// assert_eq!(cache.get(&"user-42".to_owned()), Some(7));
+    /// ```
+    #[inline]
+    pub fn get_borrowed<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+        Q::Owned: Into<K>,
+    {
         let inner = &*self.inner;
         let stored = inner.table.get(key);
         if let Some(stored) = stored {
@@ -737,7 +782,7 @@ where
             }
         }
         super::sweeper::ensure_started(&self.inner);
-        let started = Instant::now();
+        let started = inner.clock.now();
         let found = inner
             .table
             .entry_async(key, |_, stored| {
@@ -756,7 +801,7 @@ where
                 inner
                     .stats
                     .add(stripe, stored.meta.ns, Counter::Coalesced, 1);
-                request_miss(started.elapsed());
+                request_miss(inner.clock.since(started));
                 let age = inner.age(&stored, now, with_age);
                 return Ok(Fetched {
                     value: stored.value,
@@ -780,9 +825,9 @@ where
         let ns = inner.namespace_of(key);
         inner.stats.add(slot::current(), ns, Counter::Misses, 1);
         let born = inner.seq.now();
-        let load_started = Instant::now();
+        let load_started = inner.clock.now();
         let result = run_loader(loader).await;
-        let load_time = load_started.elapsed();
+        let load_time = inner.clock.since(load_started);
         let error = match result {
             Ok(Ok(output)) => {
                 inner.stats.load(slot::current(), ns, load_time, false);
@@ -798,7 +843,7 @@ where
                 } else {
                     loaded.value
                 };
-                request_miss(started.elapsed());
+                request_miss(inner.clock.since(started));
                 return Ok(Fetched {
                     value,
                     status: CacheStatus::Miss,
@@ -809,7 +854,7 @@ where
             Err(payload) => LoadError::Panicked(panic_message(&*payload)),
         };
         inner.stats.load(slot::current(), ns, load_time, true);
-        request_miss(started.elapsed());
+        request_miss(inner.clock.since(started));
         if let Some(old) = fallback {
             let now = inner.clock.now();
             if inner.dead_by(&old).is_none() && now < inner.keep_until(&old) {
@@ -866,9 +911,9 @@ where
             let refresh = async move {
                 let inner = &*done.inner;
                 let born = inner.seq.now();
-                let started = Instant::now();
+                let started = inner.clock.now();
                 let result = run_loader(loader).await;
-                let elapsed = started.elapsed();
+                let elapsed = inner.clock.since(started);
                 match result {
                     Ok(Ok(output)) => {
                         inner.stats.load(slot::current(), ns, elapsed, false);
