@@ -14,7 +14,7 @@ use quick_cache::sync::{EntryAction, EntryResult};
 
 use super::builder::{CacheBuilder, Weigher};
 use super::clock::{CacheClock, Clock, Jitter, NEVER, nanos};
-use super::entry::{EntryLifecycle, EntryWeighter, Meta, Stored};
+use super::entry::{EntryLifecycle, EntryWeighter, Meta, Stored, TagIds};
 use super::error::{LoadError, panic_message};
 use super::key::{
     CacheKey, is_text_key, key_from_text, key_text, prefix_tag, strip_wildcard, text_namespace,
@@ -23,7 +23,7 @@ use super::key::{
 use super::loaded::{CacheStatus, Fetched, Loaded, run_loader};
 use super::pattern::{Patterns, glob_match};
 use super::stats::{Counter, NO_NAMESPACE, Stats};
-use super::tags::{Seq, TagId, TagKind, TagTable};
+use super::tags::{Seq, TagKind, TagTable};
 use super::ticket::{KeyStamps, Ticket};
 use crate::context::RequestContext;
 use crate::thread_slot as slot;
@@ -257,21 +257,46 @@ where
             stale_for,
             ..
         } = loaded;
-        let mut ids: Vec<TagId> = Vec::new();
-        for tag in &tags {
-            ids.push(self.tags.intern(TagKind::User, tag));
+        let ids = self.user_tag_ids(&tags);
+        self.make_stored_with(key, value, ids, ttl, stale_for, born, ns)
+    }
+
+    /// The interned ids of user tags.
+    fn user_tag_ids<T: AsRef<str>>(&self, tags: impl IntoIterator<Item = T>) -> TagIds {
+        let mut ids = TagIds::default();
+        for tag in tags {
+            ids.push(self.tags.intern(TagKind::User, tag.as_ref()));
         }
+        ids
+    }
+
+    /// Builds a stored value from its parts: `ids` holds its user tags; its key's prefix tags are added here.
+    #[allow(clippy::too_many_arguments)]
+    fn make_stored_with(
+        &self,
+        key: &K,
+        value: V,
+        mut ids: TagIds,
+        ttl: Option<Duration>,
+        stale_for: Option<Duration>,
+        born: u64,
+        ns: u16,
+    ) -> Stored<V> {
         let mut key_bytes = 0;
         if let Some((text, _)) = key_text(key) {
             key_bytes = 16 + text.len() as u64;
             if let Some(key) = (key as &dyn std::any::Any).downcast_ref::<CacheKey>() {
-                ids.extend(key.prefixes().map(|p| self.tags.intern(TagKind::Prefix, p)));
-            } else {
-                ids.extend(text_prefixes(text).map(|p| self.tags.intern(TagKind::Prefix, p)));
+                for prefix in key.prefixes() {
+                    ids.push(self.tags.intern(TagKind::Prefix, prefix));
+                }
+            } else if text.contains(':') {
+                for prefix in text_prefixes(text) {
+                    ids.push(self.tags.intern(TagKind::Prefix, prefix));
+                }
             }
         }
         let now = self.clock.now();
-        let mut meta = Meta::new(born, now, ns, &ids);
+        let mut meta = Meta::new(born, now, ns, ids.as_slice());
         let fresh_for = ttl.map(nanos).or(self.ttl);
         meta.fresh_until =
             fresh_for.map_or(NEVER, |ttl| now.saturating_add(self.jitter.apply(ttl)));
@@ -309,6 +334,14 @@ where
         match key_text(key) {
             Some((text, _)) if self.patterns.refuses(stored.meta.born, text) => Err(()),
             _ => Ok(gate),
+        }
+    }
+
+    /// Writes `stored` under `key` unless an invalidation already made it unreadable.
+    #[inline]
+    fn store(&self, key: K, stored: Stored<V>) {
+        if let Ok(_gate) = self.admit(&key, &stored) {
+            self.table.insert(key, stored);
         }
     }
 
@@ -558,7 +591,12 @@ where
         value: V,
         tags: impl IntoIterator<Item = T>,
     ) {
-        self.insert_with(key, Loaded::new(value).tags(tags));
+        let inner = &*self.inner;
+        let born = inner.seq.now();
+        let ns = inner.namespace_of(&key);
+        let ids = inner.user_tag_ids(tags.into_iter().map(Into::<Cow<'static, str>>::into));
+        let stored = inner.make_stored_with(&key, value, ids, None, None, born, ns);
+        inner.store(key, stored);
     }
 
     /// Stores a value with its tags and lifetimes ([`Loaded`]). An insert that overlaps an invalidation of
@@ -571,9 +609,7 @@ where
         }
         let ns = inner.namespace_of(&key);
         let stored = inner.make_stored(&key, loaded, born, ns);
-        if let Ok(_gate) = inner.admit(&key, &stored) {
-            inner.table.insert(key, stored);
-        }
+        inner.store(key, stored);
     }
 
     /// The current point of this cache's invalidation clock. Take it *before* reading what a value is computed
