@@ -207,15 +207,34 @@ where
 
     #[inline]
     pub(crate) fn classify(&self, stored: &Stored<V>, now: u64) -> State {
+        match self.dead_by(stored) {
+            Some(by) => State::Dead(by),
+            None => Self::by_time(stored, now, self.fail_safe_max),
+        }
+    }
+
+    /// [`classify`](Inner::classify) for a read: the invalidation counters are loaded before the clock is read.
+    /// On processors where reading the time-stamp counter waits for earlier loads, this keeps the counters'
+    /// loads from waiting for the clock in turn.
+    #[inline]
+    pub(crate) fn classify_now(&self, stored: &Stored<V>) -> (State, u64) {
         if let Some(by) = self.dead_by(stored) {
-            State::Dead(by)
-        } else if now < stored.meta.fresh_until {
+            return (State::Dead(by), 0);
+        }
+        let now = self.now_for(stored);
+        (Self::by_time(stored, now, self.fail_safe_max), now)
+    }
+
+    /// The state of a live `stored` at `now`.
+    #[inline]
+    fn by_time(stored: &Stored<V>, now: u64, fail_safe_max: u64) -> State {
+        if now < stored.meta.fresh_until {
             State::Fresh
         } else if now < stored.meta.stale_until {
             State::Stale
         } else {
             State::Expired {
-                fail_safe: now < self.keep_until(stored),
+                fail_safe: now < stored.meta.stale_until.saturating_add(fail_safe_max),
             }
         }
     }
@@ -564,7 +583,7 @@ where
         let inner = &*self.inner;
         let stored = inner.table.get(key);
         if let Some(stored) = stored {
-            let state = inner.classify(&stored, inner.now_for(&stored));
+            let (state, _) = inner.classify_now(&stored);
             if state == State::Fresh {
                 inner
                     .stats
@@ -712,7 +731,7 @@ where
     pub(crate) fn peek(&self, key: &K) -> Option<V> {
         let inner = &*self.inner;
         let stored = inner.table.get(key)?;
-        let state = inner.classify(&stored, inner.now_for(&stored));
+        let (state, _) = inner.classify_now(&stored);
         if state == State::Fresh {
             return Some(stored.value);
         }
@@ -797,8 +816,8 @@ where
         let inner = &*self.inner;
         // Fast path: a shared lock, no allocation.
         if let Some(stored) = inner.table.get(key) {
-            let now = inner.now_for(&stored);
-            match inner.classify(&stored, now) {
+            let (state, now) = inner.classify_now(&stored);
+            match state {
                 State::Fresh => {
                     inner
                         .stats
