@@ -49,6 +49,8 @@ enum ClockKind {
 impl CacheClock {
     /// The system's fastest monotonic clock, whatever tokio's clock does: the time-stamp counter calibrated
     /// against the OS's monotonic clock where the processor has an invariant one, else the OS's monotonic clock.
+    /// The first such clock in a process calibrates the counter once (under a millisecond on the machine of
+    /// `docs/benchmarks.md`; `quanta` stops at 200 ms).
     pub fn system() -> Self {
         CacheClock {
             kind: ClockKind::System,
