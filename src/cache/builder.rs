@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::clock::CacheClock;
 use super::entry::EntryWeighter;
 use super::store::{Cache, Config};
 use crate::BuildError;
@@ -56,6 +57,7 @@ pub struct CacheBuilder<K, V> {
     sweep_interval: Duration,
     initial_capacity: usize,
     shards: Option<usize>,
+    clock: CacheClock,
     marker: PhantomData<fn() -> (K, V)>,
 }
 
@@ -73,6 +75,7 @@ impl<K, V> fmt::Debug for CacheBuilder<K, V> {
             .field("max_tags", &self.max_tags)
             .field("max_namespaces", &self.max_namespaces)
             .field("sweep_interval", &self.sweep_interval)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +98,7 @@ impl<K, V> Default for CacheBuilder<K, V> {
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             initial_capacity: 0,
             shards: None,
+            clock: CacheClock::default(),
             marker: PhantomData,
         }
     }
@@ -226,6 +230,13 @@ where
         self
     }
 
+    /// The clock TTLs, ages and load times are measured by (default: the system's fastest monotonic clock, or
+    /// tokio's when the cache is built while tokio's clock is paused; see [`CacheClock`]).
+    pub fn clock(mut self, clock: CacheClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Checks the settings and builds the cache.
     pub fn build(self) -> Result<Cache<K, V>, BuildError> {
         let name_ok = !self.name.is_empty()
@@ -308,6 +319,7 @@ where
             max_namespaces: self.max_namespaces,
             namespace: self.namespace,
             sweep_interval: (!self.sweep_interval.is_zero()).then_some(self.sweep_interval),
+            clock: self.clock,
         };
         Ok(Cache::from_config(config))
     }

@@ -77,6 +77,41 @@ impl Meta {
     }
 }
 
+/// Tag ids gathered for one entry while it is built: inline up to [`TagIds::INLINE`], so an insert with a few
+/// tags allocates nothing for them.
+#[derive(Debug, Default)]
+pub(crate) struct TagIds {
+    inline: [TagId; TagIds::INLINE],
+    len: usize,
+    spilled: Vec<TagId>,
+}
+
+impl TagIds {
+    const INLINE: usize = 8;
+
+    #[inline]
+    pub(crate) fn push(&mut self, id: TagId) {
+        if self.spilled.is_empty() {
+            if let Some(slot) = self.inline.get_mut(self.len) {
+                *slot = id;
+                self.len += 1;
+                return;
+            }
+            self.spilled.extend_from_slice(&self.inline);
+        }
+        self.spilled.push(id);
+    }
+
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[TagId] {
+        if self.spilled.is_empty() {
+            self.inline.get(..self.len).unwrap_or(&[])
+        } else {
+            &self.spilled
+        }
+    }
+}
+
 /// A stored value.
 #[derive(Debug, Clone)]
 pub(crate) struct Stored<V> {
@@ -216,6 +251,16 @@ mod tests {
             "{}",
             std::mem::size_of::<Meta>()
         );
+    }
+
+    #[test]
+    fn tag_ids_spill_past_the_inline_room() {
+        let mut ids = TagIds::default();
+        assert!(ids.as_slice().is_empty());
+        for id in 0..20 {
+            ids.push(id);
+            assert_eq!(ids.as_slice(), (0..=id).collect::<Vec<_>>());
+        }
     }
 
     #[test]

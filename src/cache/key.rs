@@ -318,6 +318,9 @@ pub(crate) fn key_from_text<K: 'static>(text: &str) -> Option<K> {
 /// The statistics namespace of a string-like key: the first part (for plain strings only when there is more
 /// than one part, so single-part string keys do not each become a namespace).
 pub(crate) fn text_namespace(text: &str, always: bool) -> Option<&str> {
+    if !text.contains(':') {
+        return always.then_some(text);
+    }
     match separators(text).next() {
         Some(end) => text.get(..end),
         None if always => Some(text),

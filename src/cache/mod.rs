@@ -18,6 +18,7 @@ pub use builder::{
     CacheBuilder, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_NAMESPACES, DEFAULT_MAX_TAGS,
     DEFAULT_SWEEP_INTERVAL,
 };
+pub use clock::{CacheClock, MockClock};
 pub use error::{KeyParseError, LoadError};
 pub use handle::CacheHandle;
 pub use key::{CacheKey, PREFIX_DEPTH};

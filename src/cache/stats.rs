@@ -186,7 +186,7 @@ pub(crate) struct NamespaceSlot {
 #[derive(Debug)]
 pub(crate) struct Namespaces {
     max: usize,
-    index: RwLock<HashMap<Box<str>, u16>>,
+    index: RwLock<HashMap<Box<str>, u16, quick_cache::DefaultHashBuilder>>,
     names: RwLock<Vec<Box<str>>>,
     slots: Box<[OnceLock<NamespaceSlot>]>,
     overflowed: AtomicU64,
@@ -196,7 +196,7 @@ impl Namespaces {
     pub(crate) fn new(max: usize) -> Self {
         Namespaces {
             max,
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(HashMap::default()),
             names: RwLock::new(Vec::new()),
             slots: (0..=max).map(|_| OnceLock::new()).collect(),
             overflowed: AtomicU64::new(0),

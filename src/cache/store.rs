@@ -1,6 +1,6 @@
 //! [`Cache`]: the table, lookups, single-flight loads, stale-while-revalidate, fail-safe and invalidation.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use quick_cache::sync::{EntryAction, EntryResult};
-use tokio::time::Instant;
 
 use super::builder::{CacheBuilder, Weigher};
-use super::clock::{Clock, Jitter, NEVER, nanos};
-use super::entry::{EntryLifecycle, EntryWeighter, Meta, Stored};
+use super::clock::{CacheClock, Clock, Jitter, NEVER, nanos};
+use super::entry::{EntryLifecycle, EntryWeighter, Meta, Stored, TagIds};
 use super::error::{LoadError, panic_message};
 use super::key::{
     CacheKey, is_text_key, key_from_text, key_text, prefix_tag, strip_wildcard, text_namespace,
@@ -24,7 +23,7 @@ use super::key::{
 use super::loaded::{CacheStatus, Fetched, Loaded, run_loader};
 use super::pattern::{Patterns, glob_match};
 use super::stats::{Counter, NO_NAMESPACE, Stats};
-use super::tags::{Seq, TagId, TagKind, TagTable};
+use super::tags::{Seq, TagKind, TagTable};
 use super::ticket::{KeyStamps, Ticket};
 use crate::context::RequestContext;
 use crate::thread_slot as slot;
@@ -64,6 +63,7 @@ pub(crate) struct Config<K, V> {
     pub(crate) max_namespaces: usize,
     pub(crate) namespace: Option<fn(&K) -> &str>,
     pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) clock: CacheClock,
 }
 
 /// How a stored value may be used now.
@@ -207,15 +207,34 @@ where
 
     #[inline]
     pub(crate) fn classify(&self, stored: &Stored<V>, now: u64) -> State {
+        match self.dead_by(stored) {
+            Some(by) => State::Dead(by),
+            None => Self::by_time(stored, now, self.fail_safe_max),
+        }
+    }
+
+    /// [`classify`](Inner::classify) for a read: the invalidation counters are loaded before the clock is read.
+    /// On processors where reading the time-stamp counter waits for earlier loads, this keeps the counters'
+    /// loads from waiting for the clock in turn.
+    #[inline]
+    pub(crate) fn classify_now(&self, stored: &Stored<V>) -> (State, u64) {
         if let Some(by) = self.dead_by(stored) {
-            State::Dead(by)
-        } else if now < stored.meta.fresh_until {
+            return (State::Dead(by), 0);
+        }
+        let now = self.now_for(stored);
+        (Self::by_time(stored, now, self.fail_safe_max), now)
+    }
+
+    /// The state of a live `stored` at `now`.
+    #[inline]
+    fn by_time(stored: &Stored<V>, now: u64, fail_safe_max: u64) -> State {
+        if now < stored.meta.fresh_until {
             State::Fresh
         } else if now < stored.meta.stale_until {
             State::Stale
         } else {
             State::Expired {
-                fail_safe: now < self.keep_until(stored),
+                fail_safe: now < stored.meta.stale_until.saturating_add(fail_safe_max),
             }
         }
     }
@@ -257,21 +276,46 @@ where
             stale_for,
             ..
         } = loaded;
-        let mut ids: Vec<TagId> = Vec::new();
-        for tag in &tags {
-            ids.push(self.tags.intern(TagKind::User, tag));
+        let ids = self.user_tag_ids(&tags);
+        self.make_stored_with(key, value, ids, ttl, stale_for, born, ns)
+    }
+
+    /// The interned ids of user tags.
+    fn user_tag_ids<T: AsRef<str>>(&self, tags: impl IntoIterator<Item = T>) -> TagIds {
+        let mut ids = TagIds::default();
+        for tag in tags {
+            ids.push(self.tags.intern(TagKind::User, tag.as_ref()));
         }
+        ids
+    }
+
+    /// Builds a stored value from its parts: `ids` holds its user tags; its key's prefix tags are added here.
+    #[allow(clippy::too_many_arguments)]
+    fn make_stored_with(
+        &self,
+        key: &K,
+        value: V,
+        mut ids: TagIds,
+        ttl: Option<Duration>,
+        stale_for: Option<Duration>,
+        born: u64,
+        ns: u16,
+    ) -> Stored<V> {
         let mut key_bytes = 0;
         if let Some((text, _)) = key_text(key) {
             key_bytes = 16 + text.len() as u64;
             if let Some(key) = (key as &dyn std::any::Any).downcast_ref::<CacheKey>() {
-                ids.extend(key.prefixes().map(|p| self.tags.intern(TagKind::Prefix, p)));
-            } else {
-                ids.extend(text_prefixes(text).map(|p| self.tags.intern(TagKind::Prefix, p)));
+                for prefix in key.prefixes() {
+                    ids.push(self.tags.intern(TagKind::Prefix, prefix));
+                }
+            } else if text.contains(':') {
+                for prefix in text_prefixes(text) {
+                    ids.push(self.tags.intern(TagKind::Prefix, prefix));
+                }
             }
         }
         let now = self.clock.now();
-        let mut meta = Meta::new(born, now, ns, &ids);
+        let mut meta = Meta::new(born, now, ns, ids.as_slice());
         let fresh_for = ttl.map(nanos).or(self.ttl);
         meta.fresh_until =
             fresh_for.map_or(NEVER, |ttl| now.saturating_add(self.jitter.apply(ttl)));
@@ -312,20 +356,51 @@ where
         }
     }
 
+    /// Writes `stored` under `key` unless an invalidation already made it unreadable.
+    #[inline]
+    fn store(&self, key: K, stored: Stored<V>) {
+        if let Ok(_gate) = self.admit(&key, &stored) {
+            self.table.insert(key, stored);
+        }
+    }
+
     /// The slow end of `get`: removes what can never be read again, counts the miss.
     #[cold]
     #[inline(never)]
-    fn missed(&self, key: &K, found: Option<(Stored<V>, State)>) {
+    fn missed<Q>(&self, key: &Q, found: Option<(Stored<V>, State)>)
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+        Q::Owned: Into<K>,
+    {
         let ns = match found {
             Some((stored, state)) => self.discard(key, stored, state),
-            None => self.namespace_of(key),
+            None => self.namespace_of_borrowed(key),
         };
         self.stats.add(slot::current(), ns, Counter::Misses, 1);
         request_miss(Duration::ZERO);
     }
 
+    /// The statistics namespace of a key given in a borrowed form: the key is built only when the cache can
+    /// have namespaces (string-like keys, or a namespace function).
+    fn namespace_of_borrowed<Q>(&self, key: &Q) -> u16
+    where
+        Q: ?Sized + ToOwned,
+        Q::Owned: Into<K>,
+    {
+        if self.namespace.is_none() && !is_text_key::<K>() {
+            return NO_NAMESPACE;
+        }
+        let key: K = key.to_owned().into();
+        self.namespace_of(&key)
+    }
+
     /// Removes `stored` (found under `key` in `state`) if it can never be read again; returns its namespace.
-    fn discard(&self, key: &K, stored: Stored<V>, state: State) -> u16 {
+    fn discard<Q>(&self, key: &Q, stored: Stored<V>, state: State) -> u16
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq,
+    {
         if matches!(state, State::Dead(_) | State::Expired { fail_safe: false }) {
             let id = stored.meta.id;
             if self.table.remove_if(key, |s| s.meta.id == id).is_some() {
@@ -438,7 +513,7 @@ where
             inner: Arc::new(Inner {
                 name: config.name,
                 table,
-                clock: Clock::new(),
+                clock: Clock::new(&config.clock),
                 seq: Seq::new(),
                 cleared: AtomicU64::new(0),
                 keys: KeyStamps::new(),
@@ -483,10 +558,32 @@ where
     /// The fresh value of `key`, if any. Counts a hit or a miss, also on the current request.
     #[inline]
     pub fn get(&self, key: &K) -> Option<V> {
+        self.get_borrowed(key)
+    }
+
+    /// [`get`](Cache::get) by any borrowed form of the key type, as with `HashMap::get`: a `Cache<String, V>` is
+    /// looked up by `&str` without building a `String` (a miss of a key that is not stored builds one to find
+    /// its statistics namespace, for string-like keys and caches with a namespace function).
+    ///
+    /// ```
+    /// use perfscope::cache::Cache;
+    ///
+    /// let cache: Cache<String, u32> = Cache::builder().build().unwrap();
+    /// cache.insert("user-42".to_owned(), 7);
+    /// assert_eq!(cache.get_borrowed("user-42"), Some(7));
+    /// assert_eq!(cache.get(&"user-42".to_owned()), Some(7));
+    /// ```
+    #[inline]
+    pub fn get_borrowed<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned,
+        Q::Owned: Into<K>,
+    {
         let inner = &*self.inner;
         let stored = inner.table.get(key);
         if let Some(stored) = stored {
-            let state = inner.classify(&stored, inner.now_for(&stored));
+            let (state, _) = inner.classify_now(&stored);
             if state == State::Fresh {
                 inner
                     .stats
@@ -513,7 +610,12 @@ where
         value: V,
         tags: impl IntoIterator<Item = T>,
     ) {
-        self.insert_with(key, Loaded::new(value).tags(tags));
+        let inner = &*self.inner;
+        let born = inner.seq.now();
+        let ns = inner.namespace_of(&key);
+        let ids = inner.user_tag_ids(tags.into_iter().map(Into::<Cow<'static, str>>::into));
+        let stored = inner.make_stored_with(&key, value, ids, None, None, born, ns);
+        inner.store(key, stored);
     }
 
     /// Stores a value with its tags and lifetimes ([`Loaded`]). An insert that overlaps an invalidation of
@@ -526,9 +628,7 @@ where
         }
         let ns = inner.namespace_of(&key);
         let stored = inner.make_stored(&key, loaded, born, ns);
-        if let Ok(_gate) = inner.admit(&key, &stored) {
-            inner.table.insert(key, stored);
-        }
+        inner.store(key, stored);
     }
 
     /// The current point of this cache's invalidation clock. Take it *before* reading what a value is computed
@@ -631,7 +731,7 @@ where
     pub(crate) fn peek(&self, key: &K) -> Option<V> {
         let inner = &*self.inner;
         let stored = inner.table.get(key)?;
-        let state = inner.classify(&stored, inner.now_for(&stored));
+        let (state, _) = inner.classify_now(&stored);
         if state == State::Fresh {
             return Some(stored.value);
         }
@@ -716,8 +816,8 @@ where
         let inner = &*self.inner;
         // Fast path: a shared lock, no allocation.
         if let Some(stored) = inner.table.get(key) {
-            let now = inner.now_for(&stored);
-            match inner.classify(&stored, now) {
+            let (state, now) = inner.classify_now(&stored);
+            match state {
                 State::Fresh => {
                     inner
                         .stats
@@ -737,7 +837,7 @@ where
             }
         }
         super::sweeper::ensure_started(&self.inner);
-        let started = Instant::now();
+        let started = inner.clock.now();
         let found = inner
             .table
             .entry_async(key, |_, stored| {
@@ -756,7 +856,7 @@ where
                 inner
                     .stats
                     .add(stripe, stored.meta.ns, Counter::Coalesced, 1);
-                request_miss(started.elapsed());
+                request_miss(inner.clock.since(started));
                 let age = inner.age(&stored, now, with_age);
                 return Ok(Fetched {
                     value: stored.value,
@@ -780,9 +880,9 @@ where
         let ns = inner.namespace_of(key);
         inner.stats.add(slot::current(), ns, Counter::Misses, 1);
         let born = inner.seq.now();
-        let load_started = Instant::now();
+        let load_started = inner.clock.now();
         let result = run_loader(loader).await;
-        let load_time = load_started.elapsed();
+        let load_time = inner.clock.since(load_started);
         let error = match result {
             Ok(Ok(output)) => {
                 inner.stats.load(slot::current(), ns, load_time, false);
@@ -798,7 +898,7 @@ where
                 } else {
                     loaded.value
                 };
-                request_miss(started.elapsed());
+                request_miss(inner.clock.since(started));
                 return Ok(Fetched {
                     value,
                     status: CacheStatus::Miss,
@@ -809,7 +909,7 @@ where
             Err(payload) => LoadError::Panicked(panic_message(&*payload)),
         };
         inner.stats.load(slot::current(), ns, load_time, true);
-        request_miss(started.elapsed());
+        request_miss(inner.clock.since(started));
         if let Some(old) = fallback {
             let now = inner.clock.now();
             if inner.dead_by(&old).is_none() && now < inner.keep_until(&old) {
@@ -866,9 +966,9 @@ where
             let refresh = async move {
                 let inner = &*done.inner;
                 let born = inner.seq.now();
-                let started = Instant::now();
+                let started = inner.clock.now();
                 let result = run_loader(loader).await;
-                let elapsed = started.elapsed();
+                let elapsed = inner.clock.since(started);
                 match result {
                     Ok(Ok(output)) => {
                         inner.stats.load(slot::current(), ns, elapsed, false);

@@ -15,12 +15,14 @@
 //! folded into `floor`, the counter every newly interned tag starts from, so a compute that started before an
 //! invalidation of a tag that was then freed still reads as stale.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
+use quick_cache::DefaultHashBuilder;
 
 /// Shared counters for the tags past `max_tags`.
 pub(crate) const OVERFLOW_BUCKETS: usize = 1024;
@@ -68,10 +70,13 @@ struct Slot {
     used_in_round: AtomicU32,
 }
 
+/// Interned names (hashed with foldhash, seeded per map).
+type NameMap = HashMap<Arc<str>, TagId, DefaultHashBuilder>;
+
 #[derive(Debug, Default)]
 struct Index {
-    user: HashMap<Arc<str>, TagId>,
-    prefix: HashMap<Arc<str>, TagId>,
+    user: NameMap,
+    prefix: NameMap,
     slots: Vec<Slot>,
     free: Vec<TagId>,
     /// Count of intern operations so far.
@@ -79,19 +84,46 @@ struct Index {
 }
 
 impl Index {
-    fn map(&self, kind: TagKind) -> &HashMap<Arc<str>, TagId> {
+    fn map(&self, kind: TagKind) -> &NameMap {
         match kind {
             TagKind::User => &self.user,
             TagKind::Prefix => &self.prefix,
         }
     }
 
-    fn map_mut(&mut self, kind: TagKind) -> &mut HashMap<Arc<str>, TagId> {
+    fn map_mut(&mut self, kind: TagKind) -> &mut NameMap {
         match kind {
             TagKind::User => &mut self.user,
             TagKind::Prefix => &mut self.prefix,
         }
     }
+}
+
+/// Source of [`TagTable::uid`].
+static NEXT_TABLE: AtomicU64 = AtomicU64::new(1);
+
+/// Names remembered per thread.
+const MEMO_SLOTS: usize = 8;
+
+/// A name a thread interned, remembered (direct-mapped by hash) with the sweep round it was interned in.
+///
+/// A memo is trusted only while the table's round is the one it was taken in. Ids are freed only by
+/// [`TagTable::reclaim`], after [`TagTable::scan_marker`] started a new round, and the slot was marked used in the
+/// memo's round (by the interning that made the memo), so the sweep of that round keeps it. A thread that read
+/// the old round just before a new one started read its compute's `born` earlier still, so an id freed by that
+/// sweep (whose counter is raised to a later clock value) makes the thread's entry unreadable: a miss, never a
+/// wrong tag.
+#[derive(Debug)]
+struct Memo {
+    table: u64,
+    round: u32,
+    kind: TagKind,
+    name: Arc<str>,
+    id: TagId,
+}
+
+thread_local! {
+    static MEMO: RefCell<[Option<Memo>; MEMO_SLOTS]> = const { RefCell::new([const { None }; MEMO_SLOTS]) };
 }
 
 /// Counters of what the tag table did, for the statistics.
@@ -112,11 +144,13 @@ pub(crate) struct TagTable {
     index: RwLock<Index>,
     /// The counter every newly interned tag starts from (see the module docs).
     floor: AtomicU64,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
     overflowed: AtomicU64,
     reclaimed: AtomicU64,
     /// Sweeps started so far.
     round: AtomicU32,
+    /// Identifies this table in the threads' memos (unique in the process, unlike an address).
+    uid: u64,
 }
 
 impl TagTable {
@@ -128,10 +162,11 @@ impl TagTable {
             max_tags,
             index: RwLock::new(Index::default()),
             floor: AtomicU64::new(0),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
             overflowed: AtomicU64::new(0),
             reclaimed: AtomicU64::new(0),
             round: AtomicU32::new(0),
+            uid: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -142,22 +177,66 @@ impl TagTable {
     }
 
     /// The id of `name`, interning it if needed.
+    ///
+    /// Each thread remembers its last few names per table (see [`Memo`]), so an insert with the usual tags
+    /// takes no lock and touches no line another thread writes.
+    #[inline]
     pub(crate) fn intern(&self, kind: TagKind, name: &str) -> TagId {
+        let hash = self.hasher.hash_one((kind, name));
+        let round = self.round.load(Ordering::SeqCst);
+        let at = (hash as usize) % MEMO_SLOTS;
+        let remembered = MEMO
+            .try_with(|memo| {
+                memo.borrow().get(at).and_then(|m| {
+                    m.as_ref().and_then(|m| {
+                        (m.table == self.uid
+                            && m.round == round
+                            && m.kind == kind
+                            && *m.name == *name)
+                            .then_some(m.id)
+                    })
+                })
+            })
+            .ok()
+            .flatten();
+        if let Some(id) = remembered {
+            return id;
+        }
+        let (id, interned) = self.intern_locked(kind, name);
+        if let Some(name) = interned {
+            let _ = MEMO.try_with(|memo| {
+                if let Some(slot) = memo.borrow_mut().get_mut(at) {
+                    *slot = Some(Memo {
+                        table: self.uid,
+                        round,
+                        kind,
+                        name,
+                        id,
+                    });
+                }
+            });
+        }
+        id
+    }
+
+    /// [`intern`](TagTable::intern) through the index; returns the id and, when it is a slot of its own (not an
+    /// overflow bucket), the interned name.
+    fn intern_locked(&self, kind: TagKind, name: &str) -> (TagId, Option<Arc<str>>) {
         {
             let index = self.index.read();
-            if let Some(&id) = index.map(kind).get(name) {
+            if let Some((interned, &id)) = index.map(kind).get_key_value(name) {
                 if let Some(slot) = index.slots.get(id as usize) {
-                    let round = self.round.load(Ordering::Relaxed);
+                    let round = self.round.load(Ordering::SeqCst);
                     if slot.used_in_round.load(Ordering::Relaxed) != round {
                         slot.used_in_round.store(round, Ordering::Relaxed);
                     }
                 }
-                return id;
+                return (id, Some(interned.clone()));
             }
         }
         let mut index = self.index.write();
-        if let Some(&id) = index.map(kind).get(name) {
-            return id;
+        if let Some((interned, &id)) = index.map(kind).get_key_value(name) {
+            return (id, Some(interned.clone()));
         }
         let id = match index.free.pop() {
             Some(id) => id,
@@ -167,7 +246,7 @@ impl TagTable {
             }
             None => {
                 self.overflowed.fetch_add(1, Ordering::Relaxed);
-                return self.bucket(kind, name);
+                return (self.bucket(kind, name), None);
             }
         };
         // Inherit the history of freed tags and of invalidations of names that were not interned.
@@ -181,11 +260,11 @@ impl TagTable {
             *slot = Slot {
                 name: Some((name.clone(), kind)),
                 interned_at,
-                used_in_round: AtomicU32::new(self.round.load(Ordering::Relaxed)),
+                used_in_round: AtomicU32::new(self.round.load(Ordering::SeqCst)),
             };
         }
-        index.map_mut(kind).insert(name, id);
-        id
+        index.map_mut(kind).insert(name.clone(), id);
+        (id, Some(name))
     }
 
     /// Invalidates `name`: every entry carrying it whose compute started before this call is dead when it
@@ -228,7 +307,9 @@ impl TagTable {
     /// Starts a sweep: the marker that [`TagTable::reclaim`] compares slot ages against.
     pub(crate) fn scan_marker(&self) -> u64 {
         let index = self.index.write();
-        self.round.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: a thread that still trusts its memo of the previous round read its compute's `born` before
+        // this, hence before the clock value `reclaim` kills freed ids with (see `Memo`).
+        self.round.fetch_add(1, Ordering::SeqCst);
         index.interned
     }
 
@@ -236,7 +317,7 @@ impl TagTable {
     /// table shrinks with the entries. Returns how many were freed.
     pub(crate) fn reclaim(&self, live: &[u64], marker: u64, seq: &Seq) -> usize {
         let mut index = self.index.write();
-        let round = self.round.load(Ordering::Relaxed);
+        let round = self.round.load(Ordering::SeqCst);
         let mut freed = Vec::new();
         for (id, slot) in index.slots.iter().enumerate() {
             let marked = live.get(id / 64).is_some_and(|w| w & (1 << (id % 64)) != 0);
@@ -382,6 +463,28 @@ mod tests {
         // The next sweep frees it if nothing uses it any more.
         let marker = table.scan_marker();
         assert_eq!(table.reclaim(&[], marker, &seq), 1);
+    }
+
+    #[test]
+    fn a_memo_is_not_trusted_after_its_id_was_freed_and_reused() {
+        let seq = Seq::new();
+        let table = TagTable::new(1);
+        let a = table.intern(TagKind::User, "a");
+        // Remembered: the same id without the index.
+        assert_eq!(table.intern(TagKind::User, "a"), a);
+        let marker = table.scan_marker();
+        assert_eq!(table.reclaim(&[], marker, &seq), 1);
+        // The only slot now holds "b"; "a" must not come back with b's id from this thread's memo.
+        let b = table.intern(TagKind::User, "b");
+        assert_eq!(b, a);
+        let again = table.intern(TagKind::User, "a");
+        assert_ne!(again, b);
+        assert!(table.is_bucket(again));
+        // Another table's names are its own.
+        let other = TagTable::new(4);
+        other.intern(TagKind::User, "x");
+        assert_eq!(other.intern(TagKind::User, "b"), 1);
+        assert_eq!(table.intern(TagKind::User, "b"), b);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! Keys share [`STRIPES`] stamps by hash: an invalidation of another key of the same stripe after the ticket
 //! also refuses the insert (a miss later, never a stale read).
 
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
+
+use quick_cache::DefaultHashBuilder;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Per-key invalidation stamps kept per cache (8 bytes each).
@@ -34,14 +36,14 @@ pub struct Ticket {
 #[derive(Debug)]
 pub(crate) struct KeyStamps {
     stamps: Box<[AtomicU64]>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
 }
 
 impl KeyStamps {
     pub(crate) fn new() -> Self {
         KeyStamps {
             stamps: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
         }
     }
 

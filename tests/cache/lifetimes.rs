@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use perfscope::cache::{Cache, CacheStatus, Loaded};
+use perfscope::cache::{Cache, CacheClock, CacheStatus, Loaded, MockClock};
 use tokio::time::advance;
 
 use crate::builder;
@@ -280,4 +280,73 @@ async fn the_sweeper_frees_expired_entries_and_stops_with_the_cache() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(runtime.metrics().num_alive_tasks(), tasks_before);
+}
+
+/// With a mock clock and the system's clock left alone: every key, each with its own jittered deadline, is
+/// returned by every read path up to the last nanosecond before its deadline and by none from that nanosecond on,
+/// and the mock clock alone decides (the test never sleeps and no tokio clock is paused).
+#[test]
+fn with_a_mock_clock_no_expired_entry_is_ever_returned() {
+    let time = MockClock::new();
+    let ttl = Duration::from_secs(60);
+    let cache: Cache<String, u32> = builder()
+        .ttl(ttl)
+        .ttl_jitter(0.1)
+        .jitter_seed(3)
+        .clock(CacheClock::mock(&time))
+        .build()
+        .unwrap();
+    let keys = 200_u32;
+    for i in 0..keys {
+        cache.insert_with_tags(format!("k{i}"), i, ["t"]);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // Walk the jitter window in 1 ms steps: once a key misses, no read path may return it again.
+    let mut expired_at = vec![None; keys as usize];
+    let step = Duration::from_millis(1);
+    time.advance(ttl.mul_f64(0.9) - step);
+    while time.elapsed() <= ttl.mul_f64(1.1) + step {
+        for i in 0..keys {
+            let key = format!("k{i}");
+            let plain = cache.get_borrowed(key.as_str());
+            let owned = cache.get(&key);
+            let fetched = runtime
+                .block_on(cache.try_get_or_compute_entry(&key, || async { Err::<u32, ()>(()) }));
+            match expired_at[i as usize] {
+                None if plain.is_some() => {
+                    assert_eq!((plain, owned), (Some(i), Some(i)));
+                    let fetched = fetched.unwrap();
+                    assert_eq!(fetched.status, CacheStatus::Hit);
+                    assert_eq!(fetched.age, time.elapsed());
+                }
+                None => {
+                    assert!(owned.is_none() && fetched.is_err(), "key {i}");
+                    expired_at[i as usize] = Some(time.elapsed());
+                }
+                Some(at) => assert!(
+                    plain.is_none() && owned.is_none() && fetched.is_err(),
+                    "key {i} expired at {at:?} and was returned at {:?}",
+                    time.elapsed()
+                ),
+            }
+        }
+        time.advance(step);
+    }
+    let times: Vec<Duration> = expired_at.iter().map(|t| t.unwrap()).collect();
+    assert!(
+        times
+            .iter()
+            .all(|t| *t >= ttl.mul_f64(0.9) && *t <= ttl.mul_f64(1.1) + step)
+    );
+    assert_eq!(cache.stats().evictions.expired, u64::from(keys));
+
+    // To the nanosecond: a value written now with a 1.5 s TTL (no jitter) is there 1 ns before and gone at it.
+    let exact: Cache<&'static str, u32> = builder().clock(CacheClock::mock(&time)).build().unwrap();
+    exact.insert_with("a", Loaded::new(1).ttl(Duration::from_millis(1500)));
+    time.advance(Duration::from_millis(1500) - NS);
+    assert_eq!(exact.get(&"a"), Some(1));
+    time.advance(NS);
+    assert_eq!(exact.get(&"a"), None);
 }
