@@ -145,6 +145,11 @@ fn bench_layers(c: &mut Criterion) {
     let (prometheus_layer, _handle) = axum_prometheus::PrometheusMetricLayer::pair();
     let apps: Vec<(&str, Router)> = vec![
         ("bare", app()),
+        // What axum adds for any layer at all: the layered route and its future are boxed on each call.
+        (
+            "identity",
+            app().layer(tower::util::MapRequestLayer::new(|r: Request<Body>| r)),
+        ),
         ("floor", app().layer(FloorLayer)),
         ("perfscope", app().layer(perf.layer())),
         ("perfscope_request_id_only", app().layer(quiet.layer())),
