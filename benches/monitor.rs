@@ -3,9 +3,10 @@
 //! - `layer/*`: one in-process request through an axum router (`oneshot`, small JSON handler, body read to the
 //!   end): bare, with a hand-written floor layer (takes `Instant::now()` and inserts one header), with
 //!   perfscope's `MonitorLayer` (release defaults: request ID only; and with both timing headers), the monitor
-//!   with the query layer (no query run), the same under the subscriber the README shows (a fmt layer at INFO
-//!   with its own filter, plus the query capture layer), with tower-http's `TraceLayer` + `SetRequestIdLayer`
-//!   (UUIDs), and with axum-prometheus.
+//!   with the query layer (no query run) in two `Router::layer` calls and in one (`perf.layers()`, as the
+//!   README wires them), the same with the handler recording one query, and under the subscriber the README
+//!   shows (a fmt layer at INFO with its own filter, plus the query capture layer), with tower-http's
+//!   `TraceLayer` + `SetRequestIdLayer` (UUIDs), and with axum-prometheus.
 //! - `record/*`: recording one latency sample: a bare `hdrhistogram::Histogram::record`, a
 //!   `Mutex<Histogram>`, and perfscope's sharded histogram, at one and two threads.
 //!
@@ -157,15 +158,15 @@ fn bench_layers(c: &mut Criterion) {
             "perfscope_query_layer",
             app().layer(queries.query_layer()).layer(queries.layer()),
         ),
+        ("perfscope_query_subscriber", app().layer(queries.layers())),
+        // Both layers in one `Router::layer` call: axum boxes the pair once instead of each layer.
         (
-            "perfscope_query_subscriber",
-            app().layer(queries.query_layer()).layer(queries.layer()),
+            "perfscope_query_layer_stacked",
+            app().layer(queries.layers()),
         ),
         (
             "perfscope_one_query",
-            one_query_app(&queries)
-                .layer(queries.query_layer())
-                .layer(queries.layer()),
+            one_query_app(&queries).layer(queries.layers()),
         ),
         (
             "tower_http_trace_request_id",

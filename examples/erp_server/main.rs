@@ -137,12 +137,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The application's own request tracing, at tower-http's default levels (DEBUG spans and events, ERROR on
         // failures), as a real server has it whether perfscope is there or not.
         .layer(TraceLayer::new_for_http());
+    // Outermost, so the monitor sees every response, `X-Cache` included, and times hits too; in mode `full`
+    // the query layer inside it ties each request's queries to it and adds `X-Query-Count`. One `Router::layer`
+    // call for both: axum boxes each call's service and future.
     if mode.analyzes_queries() {
-        // Inside the monitor: ties each request's queries to it and adds `X-Query-Count`.
-        app = app.layer(perf.query_layer());
-    }
-    if mode.monitors_requests() {
-        // Outermost, so the monitor sees every response, `X-Cache` included, and times hits too.
+        app = app.layer(perf.layers());
+    } else if mode.monitors_requests() {
         app = app.layer(perf.layer());
     }
     // Nested after `.layer(..)` so the admin routes are not measured as application traffic. Kept in every mode:

@@ -49,7 +49,8 @@ impl PerfscopeMode {
         matches!(self, Self::Monitor | Self::Full)
     }
 
-    /// Whether `perf.query_layer()` wraps the routes and `perf.query_capture_layer()` is in the subscriber.
+    /// Whether the query layer wraps the routes (with the monitor, `perf.layers()`) and
+    /// `perf.query_capture_layer()` is in the subscriber.
     pub(crate) fn analyzes_queries(self) -> bool {
         matches!(self, Self::Full)
     }
