@@ -128,7 +128,7 @@ impl RequestContext {
         start: Instant,
         start_unix_ms: u64,
     ) -> Self {
-        Self::make(
+        Self::build(
             request_id,
             method,
             start,
@@ -139,28 +139,9 @@ impl RequestContext {
         )
     }
 
-    /// A context whose monitor route is already resolved (`None`: the request matched no route), excluded from
-    /// the statistics when `excluded`.
-    #[cfg(feature = "monitor")]
-    pub(crate) fn with_route_entry(
-        request_id: RequestId,
-        method: MethodLabel,
-        start: Instant,
-        start_unix_ms: u64,
-        route_entry: Option<Arc<crate::monitor::route_entry::RouteEntry>>,
-        excluded: bool,
-    ) -> Self {
-        Self::make(
-            request_id,
-            method,
-            start,
-            start_unix_ms,
-            route_entry,
-            excluded,
-        )
-    }
-
-    fn make(
+    /// A context whose monitor route is already resolved (`None`: the request matched no route, or no monitor
+    /// made it), excluded from the statistics when `excluded`.
+    pub(crate) fn build(
         request_id: RequestId,
         method: MethodLabel,
         start: Instant,
@@ -361,10 +342,7 @@ impl RequestContext {
 
     #[cfg(feature = "monitor")]
     pub(crate) fn route_entry(&self) -> Option<&Arc<crate::monitor::route_entry::RouteEntry>> {
-        self.inner
-            .route_entry
-            .as_ref()
-            .or_else(|| self.inner.late_route_entry.get())
+        self.inner.route_entry()
     }
 
     /// Sets the monitor's route of a context made before the route was known; returns whether this call set it.
@@ -529,13 +507,17 @@ impl RequestContext {
 }
 
 impl Inner {
-    fn route(&self) -> Option<&str> {
-        #[cfg(feature = "monitor")]
-        if let Some(entry) = self
-            .route_entry
+    /// The monitor's route: set as the context was made, or later by an inner monitor.
+    #[cfg(feature = "monitor")]
+    fn route_entry(&self) -> Option<&Arc<crate::monitor::route_entry::RouteEntry>> {
+        self.route_entry
             .as_ref()
             .or_else(|| self.late_route_entry.get())
-        {
+    }
+
+    fn route(&self) -> Option<&str> {
+        #[cfg(feature = "monitor")]
+        if let Some(entry) = self.route_entry() {
             return Some(&entry.route);
         }
         self.route.get().map(|route| &**route)

@@ -264,9 +264,9 @@ impl Perfscope {
     }
 
     /// The monitor and the query layer as one layer, the monitor outside: add it with one `Router::layer`
-    /// call after the routes. The same as `.layer(perf.query_layer()).layer(perf.layer())`, one box cheaper:
-    /// axum boxes the service (and its future, on each request) of every `Router::layer` call, so two calls
-    /// cost two allocations per request that one call does not (about 1,000 instructions; see
+    /// call after the routes. The same as `.layer(perf.query_layer()).layer(perf.layer())`, cheaper: axum
+    /// boxes the service (and, on each request, its future) of every `Router::layer` call, so two calls cost
+    /// three allocations and about 960 instructions per request that one call does not (see
     /// `docs/benchmarks.md`).
     ///
     /// ```

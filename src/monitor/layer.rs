@@ -151,22 +151,13 @@ where
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let request_id = inbound.unwrap_or_else(|| RequestId::generate(unix_ms));
-        let context = match self.start_route(&request, method, start) {
-            RouteLookup::Started(entry) => RequestContext::with_route_entry(
-                request_id,
-                method,
-                start,
-                unix_ms,
-                Some(entry),
-                false,
-            ),
-            RouteLookup::Excluded => {
-                RequestContext::with_route_entry(request_id, method, start, unix_ms, None, true)
-            }
-            RouteLookup::Unknown => {
-                RequestContext::with_route_entry(request_id, method, start, unix_ms, None, false)
-            }
+        let (route_entry, excluded) = match self.start_route(&request, method, start) {
+            RouteLookup::Started(entry) => (Some(entry), false),
+            RouteLookup::Excluded => (None, true),
+            RouteLookup::Unknown => (None, false),
         };
+        let context =
+            RequestContext::build(request_id, method, start, unix_ms, route_entry, excluded);
 
         let mut timing_headers = config.header_policy.allows_without_head();
         let request = if config.header_policy.needs_head() || config.user_id.is_some() {
