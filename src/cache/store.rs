@@ -209,7 +209,7 @@ where
     pub(crate) fn classify(&self, stored: &Stored<V>, now: u64) -> State {
         match self.dead_by(stored) {
             Some(by) => State::Dead(by),
-            None => Self::by_time(stored, now, self.fail_safe_max),
+            None => self.by_time(stored, now),
         }
     }
 
@@ -222,19 +222,19 @@ where
             return (State::Dead(by), 0);
         }
         let now = self.now_for(stored);
-        (Self::by_time(stored, now, self.fail_safe_max), now)
+        (self.by_time(stored, now), now)
     }
 
     /// The state of a live `stored` at `now`.
     #[inline]
-    fn by_time(stored: &Stored<V>, now: u64, fail_safe_max: u64) -> State {
+    fn by_time(&self, stored: &Stored<V>, now: u64) -> State {
         if now < stored.meta.fresh_until {
             State::Fresh
         } else if now < stored.meta.stale_until {
             State::Stale
         } else {
             State::Expired {
-                fail_safe: now < stored.meta.stale_until.saturating_add(fail_safe_max),
+                fail_safe: now < self.keep_until(stored),
             }
         }
     }
