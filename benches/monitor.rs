@@ -159,6 +159,10 @@ fn bench_layers(c: &mut Criterion) {
             app().layer(queries.query_layer()).layer(queries.layer()),
         ),
         ("perfscope_query_subscriber", app().layer(queries.layers())),
+        (
+            "perfscope_query_subscriber_in_task",
+            app().layer(queries.layers()),
+        ),
         // Both layers in one `Router::layer` call: axum boxes the pair once instead of each layer.
         (
             "perfscope_query_layer_stacked",
@@ -207,6 +211,16 @@ fn bench_layers(c: &mut Criterion) {
                         .with_filter(tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with(queries.query_capture_layer());
+            tracing::subscriber::with_default(subscriber, || group.bench_function(name, run));
+        } else if name == "perfscope_query_subscriber_in_task" {
+            // The same for a driver that queries on the request's task (PostgreSQL): no request span.
+            let subscriber = tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::sink)
+                        .with_filter(tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with(queries.query_capture_layer_in_task());
             tracing::subscriber::with_default(subscriber, || group.bench_function(name, run));
         } else {
             group.bench_function(name, run);

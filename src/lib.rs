@@ -295,6 +295,34 @@ impl Perfscope {
         query::QueryCaptureLayer::new(self.query_recorder()).filtered()
     }
 
+    /// [`query_capture_layer`](Self::query_capture_layer) for drivers that run each query on the request's own
+    /// task (sqlx's PostgreSQL and MySQL): it leaves out the request span, which only SQLite's worker threads
+    /// need, and with it the registry's work per request. Spawned work is then attributed only inside
+    /// [`RequestContext::scope`]; see [`query::QueryCaptureLayer`].
+    ///
+    /// ```
+    /// use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+    ///
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// tracing_subscriber::registry()
+    ///     .with(fmt::layer().with_filter(EnvFilter::new("info")))
+    ///     // the pool is PostgreSQL's
+    ///     .with(perf.query_capture_layer_in_task())
+    ///     .try_init()
+    ///     .ok();
+    /// ```
+    #[cfg(feature = "query")]
+    pub fn query_capture_layer_in_task<S>(
+        &self,
+    ) -> tracing_subscriber::filter::Filtered<query::QueryCaptureLayer, query::CaptureFilter, S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        query::QueryCaptureLayer::new(self.query_recorder())
+            .without_request_span()
+            .filtered()
+    }
+
     /// The manual query API, for drivers that do not emit sqlx's events.
     #[cfg(feature = "query")]
     pub fn query_recorder(&self) -> query::QueryRecorder {

@@ -95,12 +95,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     // The log at INFO (or RUST_LOG) on its own layer; perfscope's capture layer brings its own filter, which
-    // lets sqlx's DEBUG query events through to perfscope only. `None` (mode `off` or `monitor`) adds no layer.
+    // lets sqlx's DEBUG query events through to perfscope only. PostgreSQL queries run on the handler's task,
+    // so its capture needs no request span; SQLite's worker threads do. `None` (mode `off` or `monitor`) adds
+    // no layer.
+    let capture = mode.analyzes_queries().then(|| match location {
+        db::Location::Postgres(_) => perf.query_capture_layer_in_task(),
+        _ => perf.query_capture_layer(),
+    });
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         ))
-        .with(mode.analyzes_queries().then(|| perf.query_capture_layer()))
+        .with(capture)
         .init();
 
     let pool = db::open_fresh(&location).await?;
