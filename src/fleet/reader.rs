@@ -28,8 +28,9 @@ pub(crate) async fn read(shared: &FleetShared) -> Result<FleetSnapshot, FleetErr
         })
         .await?;
     let mut pipe = redis::pipe();
-    // One transaction, so each publish and its remaining time are read together.
-    pipe.atomic();
+    // One transaction, so each publish and its remaining time are read together. A key of another type under
+    // our prefix fails its own GET only: keep the other replies and skip that entry.
+    pipe.atomic().ignore_errors();
     for id in &ids {
         let key = config.instance_key(id);
         pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
