@@ -244,10 +244,7 @@ async fn a_stopped_instance_ages_out_within_its_ttl() {
     );
     println!("stopped instance gone after {gone_after:?} (ttl {TTL:?}, interval {INTERVAL:?})");
     // Gone within the TTL of its last publish (plus polling), and not before its last publish expired.
-    assert!(
-        gone_after <= TTL + SLACK,
-        "{gone_after:?}"
-    );
+    assert!(gone_after <= TTL + SLACK, "{gone_after:?}");
     assert!(gone_after + INTERVAL + SLACK >= TTL, "{gone_after:?}");
 }
 
@@ -343,10 +340,7 @@ async fn two_processes_merge_and_a_killed_one_ages_out() {
     let gone_after = killed.elapsed();
     println!("killed process gone after {gone_after:?} (ttl {TTL:?})");
     assert!(!has(&fleet, &child_id));
-    assert!(
-        gone_after <= TTL + SLACK,
-        "{gone_after:?}"
-    );
+    assert!(gone_after <= TTL + SLACK, "{gone_after:?}");
     assert_eq!(
         fleet
             .routes
