@@ -20,7 +20,10 @@
 //! ```
 //!
 //! # Endpoints (relative to where the router is nested)
-//! - `GET /stats`: the [`Snapshot`](crate::Snapshot) as JSON (feature `json`).
+//! - `GET /stats`: the [`Snapshot`](crate::Snapshot) as JSON (feature `json`). `GET /stats?scope=fleet`: the
+//!   fleet's merged latency, [`FleetSnapshot`](crate::fleet::FleetSnapshot), as JSON (features `redis` and
+//!   `json`; [`Perfscope::publish_fleet`] must be running); `503` with a JSON `{"error": …}` when it is not, or
+//!   when Redis cannot be reached.
 //! - `GET /metrics`: Prometheus text exposition.
 //! - `GET /cache`: totals over the registered caches (`hits`, `misses`, `stale_hits`, `hit_ratio`, `entries`,
 //!   `weighted_bytes`) and each cache's statistics (features `cache` and `json`).
@@ -157,6 +160,65 @@ fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
+/// Which statistics `GET /stats` returns.
+#[cfg(feature = "json")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// This instance's snapshot.
+    Local,
+    /// The fleet's merged latency.
+    Fleet,
+}
+
+/// The `scope` query parameter (`local` when absent); other parameters are ignored.
+#[cfg(feature = "json")]
+fn scope(query: Option<&str>) -> Result<Scope, String> {
+    let value = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("scope="))
+        .next_back();
+    match value {
+        None | Some("local") => Ok(Scope::Local),
+        Some("fleet") => Ok(Scope::Fleet),
+        Some(other) => Err(format!(
+            "unknown scope {:?}: use scope=local (default) or scope=fleet",
+            other.chars().take(32).collect::<String>()
+        )),
+    }
+}
+
+/// A JSON `{"error": message}` response.
+#[cfg(feature = "json")]
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    no_store((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `GET /stats?scope=fleet`.
+#[cfg(all(feature = "json", feature = "redis", feature = "monitor"))]
+async fn fleet_stats(perf: &Perfscope) -> Response {
+    match perf.fleet_snapshot().await {
+        Ok(fleet) => {
+            let body = serde_json::to_string(&fleet).unwrap_or_else(|error| {
+                serde_json::json!({ "error": format!("fleet snapshot serialization failed: {error}") })
+                    .to_string()
+            });
+            no_store(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        }
+        Err(error) => json_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
+    }
+}
+
+/// `GET /stats?scope=fleet` in a build without fleet support.
+#[cfg(all(feature = "json", not(all(feature = "redis", feature = "monitor"))))]
+async fn fleet_stats(_perf: &Perfscope) -> Response {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "fleet statistics need perfscope's `redis` and `monitor` features",
+    )
+}
+
 fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
@@ -208,8 +270,16 @@ impl Perfscope {
                 if let Some(denied) = stats_guard(&request) {
                     return denied;
                 }
-                let body = crate::export::json(&stats_perf.snapshot());
-                no_store(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+                match scope(request.uri().query()) {
+                    Ok(Scope::Local) => {
+                        let body = crate::export::json(&stats_perf.snapshot());
+                        no_store(
+                            ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                        )
+                    }
+                    Ok(Scope::Fleet) => fleet_stats(&stats_perf).await,
+                    Err(message) => json_error(StatusCode::BAD_REQUEST, &message),
+                }
             }),
         );
         #[cfg(not(feature = "json"))]
@@ -261,6 +331,20 @@ mod tests {
         assert_eq!(
             format!("{:?}", AdminAuth::token("0123456789abcdef").unwrap()),
             "AdminAuth::Token(..)"
+        );
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
+    fn scope_is_read_from_the_query() {
+        assert_eq!(scope(None), Ok(Scope::Local));
+        assert_eq!(scope(Some("pretty=1")), Ok(Scope::Local));
+        assert_eq!(scope(Some("scope=local")), Ok(Scope::Local));
+        assert_eq!(scope(Some("x=1&scope=fleet")), Ok(Scope::Fleet));
+        assert!(
+            scope(Some("scope=galaxy"))
+                .unwrap_err()
+                .contains("scope=fleet")
         );
     }
 

@@ -63,7 +63,8 @@
 //! | `query` | yes | the query analyzer ([`query`]): capture of sqlx's query events ([`query::QueryCaptureLayer`]), fingerprints, N+1 and other findings, [`query::QueryLayer`] |
 //! | `axum` | yes | route templates from axum's `MatchedPath`, and [`Perfscope::admin_router`] |
 //! | `json` | yes | JSON export ([`export::json`]) and the admin `/stats` endpoint |
-//! | `full` | no | everything |
+//! | `redis` | no | Redis for the fleet: with `monitor`, fleet-wide latency percentiles ([`fleet`]) |
+//! | `full` | no | everything but the services (`redis`) |
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -81,6 +82,8 @@ mod context_extract;
 mod context_layer;
 mod error;
 pub mod export;
+#[cfg(all(feature = "redis", feature = "monitor"))]
+pub mod fleet;
 #[cfg(any(feature = "cache", feature = "query"))]
 mod glob;
 mod header_policy;
@@ -132,6 +135,9 @@ struct Shared {
     query: Arc<query::analyzer::Analyzer>,
     #[cfg(feature = "query")]
     header_policy: HeaderPolicy,
+    /// The newest fleet publisher's state; weak, so dropping the publisher ends fleet reads too.
+    #[cfg(all(feature = "redis", feature = "monitor"))]
+    fleet: parking_lot::Mutex<std::sync::Weak<fleet::FleetShared>>,
 }
 
 /// Most caches one handle reports on; registering more replaces nothing and is refused.
@@ -163,6 +169,8 @@ impl Perfscope {
                 query: Arc::new(query::analyzer::Analyzer::new(query)),
                 #[cfg(feature = "query")]
                 header_policy,
+                #[cfg(all(feature = "redis", feature = "monitor"))]
+                fleet: parking_lot::Mutex::new(std::sync::Weak::new()),
             }),
         }
     }

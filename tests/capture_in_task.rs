@@ -12,28 +12,14 @@ use futures_util::future::join_all;
 use perfscope::Perfscope;
 use tracing_subscriber::prelude::*;
 
+use support::services::service_url;
 use support::{get_request, send};
-
-/// `PERFSCOPE_REQUIRE_SERVICES=1` (set by `scripts/test`) turns a missing `DATABASE_URL` into a failure.
-fn postgres_url() -> Option<String> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if url.starts_with("postgres") => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("PERFSCOPE_REQUIRE_SERVICES").is_none(),
-                "DATABASE_URL must point at PostgreSQL when PERFSCOPE_REQUIRE_SERVICES is set"
-            );
-            eprintln!("SKIPPED: set DATABASE_URL=postgres://… to run the PostgreSQL capture test");
-            None
-        }
-    }
-}
 
 /// PostgreSQL queries run on the request's task: the capture without the request span attributes every
 /// one of them (sequential, concurrent, and spawned inside the context's scope), and no span is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_capture_in_task_attributes_queries_without_a_request_span() {
-    let Some(url) = postgres_url() else {
+    let Some(url) = service_url("DATABASE_URL", &["postgres"], "PostgreSQL") else {
         return;
     };
     let perf = Perfscope::builder().build().unwrap();

@@ -46,4 +46,18 @@ pub use route_entry::Outcome;
 pub mod bench_support {
     //! Internals exposed for the criterion benches only; not part of the API.
     pub use super::histogram::{Layout, ShardedHistogram};
+
+    /// Records one finished request of `latency` with `status` on `method` `route` of `perf`, through the same
+    /// route table and histograms as a request through the layer: known distributions for tests and benches.
+    pub fn record(
+        perf: &crate::Perfscope,
+        method: crate::MethodLabel,
+        route: &str,
+        latency: std::time::Duration,
+        status: u16,
+    ) {
+        perf.inner
+            .monitor
+            .record_sample(method, route, latency, status);
+    }
 }

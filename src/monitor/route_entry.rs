@@ -99,6 +99,22 @@ pub(crate) struct Completion {
     pub(crate) slot: u64,
 }
 
+/// One route's latency histograms, as read for a fleet publish.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+pub(crate) struct RouteHistograms {
+    pub(crate) method: MethodLabel,
+    pub(crate) route: Arc<str>,
+    /// Since the handle was built.
+    pub(crate) lifetime: Histogram<u64>,
+    /// Exact sum of the lifetime samples, micros.
+    pub(crate) sum_us: u64,
+    /// Exact largest lifetime sample, micros.
+    pub(crate) max_us: u64,
+    /// The last five minutes.
+    pub(crate) window_5m: Histogram<u64>,
+}
+
 /// Whether a route is measured fully or only counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RouteMode {
@@ -213,6 +229,27 @@ impl RouteEntry {
         self.latency.clamped() + self.to_headers.clamped() + self.streams.clamped()
     }
 
+    /// The latency (call to end of body) histograms a fleet publish carries: the lifetime one with its exact
+    /// count, sum and maximum, and the last five minutes. `None` for count-only routes and routes without a
+    /// latency sample.
+    #[cfg(feature = "redis")]
+    pub(crate) fn latency_histograms(&self, now_slot: u64) -> Option<RouteHistograms> {
+        let (count, sum_us, max_us) = self.latency.totals();
+        if self.mode == RouteMode::CountOnly || count == 0 {
+            return None;
+        }
+        Some(RouteHistograms {
+            method: self.method,
+            route: self.route.clone(),
+            lifetime: self.latency.to_histogram(),
+            sum_us,
+            max_us,
+            window_5m: self
+                .windows
+                .window(&self.latency, now_slot, 5 * 60 / SLOT_SECS),
+        })
+    }
+
     pub(crate) fn snapshot(&self, now_slot: u64) -> RouteStats {
         let mut counters = vec![0u64; STATUS_BASE + STATUS_SLOTS];
         self.counters.sum_into(0, &mut counters);
@@ -315,7 +352,7 @@ fn count_at_or_below(histogram: &Histogram<u64>, bound: u64) -> u64 {
 }
 
 /// Percentiles of `histogram`; `exact` gives the exact sum and maximum (micros) when they were tracked.
-fn percentiles(histogram: &Histogram<u64>, exact: Option<(u64, u64)>) -> Percentiles {
+pub(crate) fn percentiles(histogram: &Histogram<u64>, exact: Option<(u64, u64)>) -> Percentiles {
     let count = histogram.len();
     if count == 0 {
         return Percentiles::default();

@@ -143,6 +143,51 @@ impl MonitorState {
         self.slow.push(request, minute);
     }
 
+    /// Milliseconds since the Unix epoch when the monitor was built.
+    #[cfg(feature = "redis")]
+    pub(crate) fn started_unix_ms(&self) -> u64 {
+        self.epoch_unix_ms
+    }
+
+    /// Latency histograms of every measured route at `now`, for a fleet publish.
+    #[cfg(feature = "redis")]
+    pub(crate) fn latency_histograms(
+        &self,
+        now: Instant,
+    ) -> Vec<crate::monitor::route_entry::RouteHistograms> {
+        let slot = self.slot(now);
+        self.registry
+            .entries()
+            .iter()
+            .filter_map(|entry| entry.latency_histograms(slot))
+            .collect()
+    }
+
+    /// Records one finished request of `latency` on `method` `route` as the layer would, without a request:
+    /// lets tests and benches feed known distributions.
+    pub(crate) fn record_sample(
+        &self,
+        method: crate::route::MethodLabel,
+        route: &str,
+        latency: Duration,
+        status: u16,
+    ) {
+        let now = Instant::now();
+        let Some(entry) = self.registry.route(method, route, self.slot(now)) else {
+            return;
+        };
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        entry.started();
+        entry.finished(&Completion {
+            total: latency,
+            to_headers: Some(latency),
+            status: Some(status),
+            outcome: Outcome::of_status(status),
+            stream: false,
+            slot: self.slot(now),
+        });
+    }
+
     /// Reads everything at `now`.
     pub(crate) fn view(&self, now: Instant) -> MonitorView {
         let slot = self.slot(now);

@@ -53,17 +53,11 @@ pub(crate) fn temp_db() -> String {
 
 /// `PERFSCOPE_REQUIRE_SERVICES=1` (set by `scripts/test`) turns a missing `DATABASE_URL` into a failure.
 pub(crate) fn postgres_url() -> Option<String> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if url.starts_with("postgres") => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("PERFSCOPE_REQUIRE_SERVICES").is_none(),
-                "DATABASE_URL must point at PostgreSQL when PERFSCOPE_REQUIRE_SERVICES is set"
-            );
-            eprintln!("SKIPPED: set DATABASE_URL=postgres://… to run the PostgreSQL capture tests");
-            None
-        }
-    }
+    crate::support::services::service_url(
+        "DATABASE_URL",
+        &["postgres:", "postgresql:"],
+        "PostgreSQL",
+    )
 }
 
 macro_rules! lookup_app {

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "query")]
 pub mod canary;
+pub mod services;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
