@@ -484,7 +484,13 @@ where
 
     /// Queues the write of `stored` (computed after the L2 generation `born` was read) to L2.
     #[cfg(feature = "redis")]
-    fn write_back(&self, key: &K, stored: &Stored<V>, tags: &[Cow<'static, str>], born: Option<u64>) {
+    fn write_back(
+        &self,
+        key: &K,
+        stored: &Stored<V>,
+        tags: &[Cow<'static, str>],
+        born: Option<u64>,
+    ) {
         let (Some(l2), Some((text, _))) = (&self.l2, key_text(key)) else {
             return;
         };
@@ -493,10 +499,21 @@ where
         let (fresh_for, keep_for) = if meta.fresh_until == NEVER {
             (None, None)
         } else {
-            (Some(since(meta.fresh_until)), Some(since(self.keep_until(stored))))
+            (
+                Some(since(meta.fresh_until)),
+                Some(since(self.keep_until(stored))),
+            )
         };
         let stale_for = Duration::from_nanos(meta.stale_until.saturating_sub(meta.fresh_until));
-        l2.write_back(text, &stored.value, tags, fresh_for, stale_for, keep_for, born);
+        l2.write_back(
+            text,
+            &stored.value,
+            tags,
+            fresh_for,
+            stale_for,
+            keep_for,
+            born,
+        );
     }
 
     /// The stored form of a value found in L2, with the lifetimes it has left there.

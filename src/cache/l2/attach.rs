@@ -53,7 +53,11 @@ fn unix_millis() -> u64 {
 }
 
 impl<V: Send + Sync + 'static> CacheL2<V> {
-    pub(crate) fn new(level: SecondLevel, name: Arc<str>, codec: Option<Arc<dyn Codec<V>>>) -> Self {
+    pub(crate) fn new(
+        level: SecondLevel,
+        name: Arc<str>,
+        codec: Option<Arc<dyn Codec<V>>>,
+    ) -> Self {
         CacheL2 {
             ns: format!("{}{}:", level.shared.settings.prefix, name),
             level,
@@ -152,7 +156,9 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
             }
         }
         if !unknown.is_empty() {
-            let left = soft.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+            let left = soft
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1));
             let Ok(versions) = level.call(left, level.backend.versions(&unknown)).await else {
                 return self.miss(Some(generation));
             };
@@ -173,7 +179,11 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         let stale_for = if envelope.stale_until_ms == u64::MAX {
             Duration::ZERO
         } else {
-            Duration::from_millis(envelope.stale_until_ms.saturating_sub(envelope.fresh_until_ms))
+            Duration::from_millis(
+                envelope
+                    .stale_until_ms
+                    .saturating_sub(envelope.fresh_until_ms),
+            )
         };
         Found {
             value,
@@ -183,7 +193,11 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
                 .filter(|(kind, _)| *kind == TagKindByte::User)
                 .map(|(_, name)| (*name).to_owned())
                 .collect(),
-            fresh_for: if envelope.fresh_until_ms == u64::MAX { Duration::MAX } else { fresh_for },
+            fresh_for: if envelope.fresh_until_ms == u64::MAX {
+                Duration::MAX
+            } else {
+                fresh_for
+            },
             stale_for,
         }
         .into()
@@ -234,7 +248,10 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         ) || codec.encode(value, &mut bytes).is_err()
         {
             // Too many tags, or the codec refused the value: it stays in L1 only.
-            level.counters.writes_refused.fetch_add(1, Ordering::Relaxed);
+            level
+                .counters
+                .writes_refused
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         level.enqueue_write(WriteOp {
@@ -261,7 +278,9 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
     /// Sends an invalidation to the store and the other nodes (in the background, in order).
     pub(crate) fn publish(&self, kind: MessageKind, name: &str) {
         let op = match kind {
-            MessageKind::Tag => self.invalidation(vec![format!("{}t:{name}", self.ns)], Vec::new(), name),
+            MessageKind::Tag => {
+                self.invalidation(vec![format!("{}t:{name}", self.ns)], Vec::new(), name)
+            }
             MessageKind::Prefix => {
                 let exact = strip_wildcard(name);
                 self.invalidation(
@@ -278,7 +297,9 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
                 vec![format!("{}e:{name}", self.ns)],
                 name,
             ),
-            MessageKind::Clear => self.invalidation(vec![format!("{}clear", self.ns)], Vec::new(), ""),
+            MessageKind::Clear => {
+                self.invalidation(vec![format!("{}clear", self.ns)], Vec::new(), "")
+            }
             MessageKind::Heartbeat => return,
         };
         self.level.shared.enqueue_invalidation(&self.name, kind, op);

@@ -51,7 +51,12 @@ pub struct ReadReply {
 
 impl ReadReply {
     /// A reply (for implementations of [`L2Backend`]).
-    pub fn new(entry: Option<Vec<u8>>, key_version: u64, clear_version: u64, generation: u64) -> Self {
+    pub fn new(
+        entry: Option<Vec<u8>>,
+        key_version: u64,
+        clear_version: u64,
+        generation: u64,
+    ) -> Self {
         ReadReply {
             entry,
             key_version,
@@ -140,7 +145,11 @@ pub trait L2Backend: Send + Sync + 'static {
     /// Performs an invalidation atomically; answers the new generation.
     fn invalidate<'a>(&'a self, op: &'a InvalidateOp) -> BoxFuture<'a, Result<u64, L2Error>>;
     /// Publishes a message on a bus channel.
-    fn publish<'a>(&'a self, channel: &'a str, message: &'a [u8]) -> BoxFuture<'a, Result<(), L2Error>>;
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), L2Error>>;
     /// Subscribes to a bus channel on a connection of its own; resolves once the subscription is active.
     fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Subscription, L2Error>>;
 }
@@ -214,9 +223,10 @@ impl MemoryLevel {
 
     /// Makes every operation take at least `delay`.
     pub fn set_delay(&self, delay: Duration) {
-        self.shared
-            .delay_micros
-            .store(u64::try_from(delay.as_micros()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.shared.delay_micros.store(
+            u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// Operations attempted so far.
@@ -226,7 +236,11 @@ impl MemoryLevel {
 
     /// Stores raw bytes under `key` (to plant corrupt entries in tests).
     pub fn put_raw(&self, key: &str, bytes: Vec<u8>) {
-        self.shared.state.lock().values.insert(key.to_owned(), (bytes, None));
+        self.shared
+            .state
+            .lock()
+            .values
+            .insert(key.to_owned(), (bytes, None));
     }
 
     /// The raw bytes under `key`.
@@ -285,9 +299,10 @@ impl L2Backend for MemoryLevel {
             {
                 return Ok(false);
             }
-            state
-                .values
-                .insert(keys.entry.clone(), (op.bytes.clone(), Some(Instant::now() + op.ttl)));
+            state.values.insert(
+                keys.entry.clone(),
+                (op.bytes.clone(), Some(Instant::now() + op.ttl)),
+            );
             Ok(true)
         })
     }
@@ -297,10 +312,14 @@ impl L2Backend for MemoryLevel {
             self.enter().await?;
             let mut state = self.shared.state.lock();
             let g = state.number(&op.generation) + 1;
-            state.values.insert(op.generation.clone(), (g.to_string().into_bytes(), None));
+            state
+                .values
+                .insert(op.generation.clone(), (g.to_string().into_bytes(), None));
             let expires = Some(Instant::now() + op.ttl);
             for key in &op.set {
-                state.values.insert(key.clone(), (g.to_string().into_bytes(), expires));
+                state
+                    .values
+                    .insert(key.clone(), (g.to_string().into_bytes(), expires));
             }
             for key in &op.delete {
                 state.values.remove(key);
@@ -310,7 +329,11 @@ impl L2Backend for MemoryLevel {
         })
     }
 
-    fn publish<'a>(&'a self, channel: &'a str, message: &'a [u8]) -> BoxFuture<'a, Result<(), L2Error>> {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), L2Error>> {
         Box::pin(async move {
             self.enter().await?;
             self.shared.state.lock().publish(channel, message);
@@ -356,7 +379,10 @@ mod tests {
             born: 0,
         };
         assert!(store.write(&write).await.unwrap());
-        assert_eq!(store.read(&keys()).await.unwrap().entry.as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            store.read(&keys()).await.unwrap().entry.as_deref(),
+            Some(&b"v"[..])
+        );
         let op = InvalidateOp {
             generation: "g".into(),
             set: vec!["kv".into()],
@@ -372,8 +398,19 @@ mod tests {
         assert_eq!(reply, ReadReply::new(None, 1, 0, 1));
         // A compute that started before the invalidation does not land.
         assert!(!store.write(&write).await.unwrap());
-        assert!(store.write(&WriteOp { born: 1, ..write.clone() }).await.unwrap());
-        assert_eq!(store.versions(&["kv".into(), "none".into()]).await.unwrap(), [1, 0]);
+        assert!(
+            store
+                .write(&WriteOp {
+                    born: 1,
+                    ..write.clone()
+                })
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.versions(&["kv".into(), "none".into()]).await.unwrap(),
+            [1, 0]
+        );
         store.set_down(true);
         assert!(store.read(&keys()).await.unwrap_err().is_connection());
         assert!(bus.next().await.is_none(), "subscription ended");

@@ -65,7 +65,9 @@ impl Breaker {
         match self.state.load(Ordering::Acquire) {
             CLOSED => true,
             OPEN => {
-                let since = self.now().saturating_sub(self.opened_at.load(Ordering::Acquire));
+                let since = self
+                    .now()
+                    .saturating_sub(self.opened_at.load(Ordering::Acquire));
                 since >= self.open_for.as_nanos() as u64
                     && self
                         .state

@@ -54,8 +54,17 @@ pub(crate) struct Message<'a> {
 }
 
 /// The part of a message before the generation (the generation and name follow, `|`-separated).
-pub(crate) fn head(node: u64, seq: u64, kind: MessageKind, cache: &str, sent_micros: u64) -> String {
-    format!("ps1|{node:x}|{seq}|{}|{cache}|{sent_micros}|", kind.letter())
+pub(crate) fn head(
+    node: u64,
+    seq: u64,
+    kind: MessageKind,
+    cache: &str,
+    sent_micros: u64,
+) -> String {
+    format!(
+        "ps1|{node:x}|{seq}|{}|{cache}|{sent_micros}|",
+        kind.letter()
+    )
 }
 
 /// Parses a message; `None` for anything else (another program's messages on the channel are ignored).
@@ -117,7 +126,10 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_junk_is_ignored() {
-        let text = format!("{}42|product|1", head(0xabc, 7, MessageKind::Tag, "products", 99));
+        let text = format!(
+            "{}42|product|1",
+            head(0xabc, 7, MessageKind::Tag, "products", 99)
+        );
         let message = parse(text.as_bytes()).unwrap();
         assert_eq!(
             message,
@@ -131,11 +143,21 @@ mod tests {
                 name: "product|1",
             }
         );
-        for junk in [&b""[..], b"ps1", b"ps2|1|1|t|c|1|1|n", b"ps1|zz|1|t|c|1|1|n", b"ps1|1|1|x|c|1|1|n", b"\xff"] {
+        for junk in [
+            &b""[..],
+            b"ps1",
+            b"ps2|1|1|t|c|1|1|n",
+            b"ps1|zz|1|t|c|1|1|n",
+            b"ps1|1|1|x|c|1|1|n",
+            b"\xff",
+        ] {
             assert!(parse(junk).is_none());
         }
         let heartbeat = format!("{}0|", head(1, 1, MessageKind::Heartbeat, "", 5));
-        assert_eq!(parse(heartbeat.as_bytes()).unwrap().kind, MessageKind::Heartbeat);
+        assert_eq!(
+            parse(heartbeat.as_bytes()).unwrap().kind,
+            MessageKind::Heartbeat
+        );
     }
 
     #[test]

@@ -142,7 +142,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope<'_>, DecodeError> {
         if len > MAX_TAG_BYTES {
             return Err(DecodeError::Corrupt);
         }
-        let name = std::str::from_utf8(take(bytes, &mut at, len)?).map_err(|_| DecodeError::Corrupt)?;
+        let name =
+            std::str::from_utf8(take(bytes, &mut at, len)?).map_err(|_| DecodeError::Corrupt)?;
         tags.push((kind, name));
     }
     Ok(Envelope {
@@ -163,8 +164,19 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let mut out = Vec::new();
-        let tags = [(TagKindByte::User, "products"), (TagKindByte::Prefix, "product")];
-        assert!(encode_header(&mut out, 1, 10, 20, 30, 7, tags.iter().copied()));
+        let tags = [
+            (TagKindByte::User, "products"),
+            (TagKindByte::Prefix, "product"),
+        ];
+        assert!(encode_header(
+            &mut out,
+            1,
+            10,
+            20,
+            30,
+            7,
+            tags.iter().copied()
+        ));
         out.extend_from_slice(b"payload");
         out
     }
@@ -175,10 +187,21 @@ mod tests {
         let envelope = decode(&bytes).unwrap();
         assert_eq!(envelope.codec, 1);
         assert_eq!(
-            (envelope.created_ms, envelope.fresh_until_ms, envelope.stale_until_ms, envelope.born),
+            (
+                envelope.created_ms,
+                envelope.fresh_until_ms,
+                envelope.stale_until_ms,
+                envelope.born
+            ),
             (10, 20, 30, 7)
         );
-        assert_eq!(envelope.tags, [(TagKindByte::User, "products"), (TagKindByte::Prefix, "product")]);
+        assert_eq!(
+            envelope.tags,
+            [
+                (TagKindByte::User, "products"),
+                (TagKindByte::Prefix, "product")
+            ]
+        );
         assert_eq!(envelope.payload, b"payload");
     }
 
@@ -200,7 +223,15 @@ mod tests {
         too_many[36..38].copy_from_slice(&u16::MAX.to_le_bytes());
         assert_eq!(decode(&too_many), Err(DecodeError::Corrupt));
         let long = "x".repeat(MAX_TAG_BYTES + 1);
-        assert!(!encode_header(&mut Vec::new(), 1, 0, 0, 0, 0, [(TagKindByte::User, long.as_str())].into_iter()));
+        assert!(!encode_header(
+            &mut Vec::new(),
+            1,
+            0,
+            0,
+            0,
+            0,
+            [(TagKindByte::User, long.as_str())].into_iter()
+        ));
     }
 
     proptest! {

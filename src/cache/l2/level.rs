@@ -273,7 +273,11 @@ impl SecondLevelBuilder {
             ));
         }
         if s.reverify_interval.is_zero() {
-            return Err(out_of_range("reverify_interval", "above zero", s.reverify_interval));
+            return Err(out_of_range(
+                "reverify_interval",
+                "above zero",
+                s.reverify_interval,
+            ));
         }
         if s.max_ttl < Duration::from_secs(1) {
             return Err(out_of_range("max_ttl", "at least one second", s.max_ttl));
@@ -286,7 +290,11 @@ impl SecondLevelBuilder {
             ));
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            out_of_range("SecondLevel::build", "called inside a tokio runtime", "no runtime")
+            out_of_range(
+                "SecondLevel::build",
+                "called inside a tokio runtime",
+                "no runtime",
+            )
         })?;
         let (publish, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (writes, writes_rx) = mpsc::channel(self.write_queue);
@@ -327,8 +335,12 @@ impl SecondLevelBuilder {
         });
         let weak = Arc::downgrade(&shared);
         let tasks = vec![
-            runtime.spawn(writer(weak.clone(), writes_rx)).abort_handle(),
-            runtime.spawn(publisher(weak.clone(), publish_rx)).abort_handle(),
+            runtime
+                .spawn(writer(weak.clone(), writes_rx))
+                .abort_handle(),
+            runtime
+                .spawn(publisher(weak.clone(), publish_rx))
+                .abort_handle(),
             runtime.spawn(subscriber(weak.clone())).abort_handle(),
             runtime.spawn(reverifier(weak)).abort_handle(),
         ];
@@ -445,7 +457,12 @@ impl LevelShared {
     }
 
     /// Queues an invalidation for the store and the bus.
-    pub(crate) fn enqueue_invalidation(&self, cache: &Arc<str>, kind: MessageKind, op: InvalidateOp) {
+    pub(crate) fn enqueue_invalidation(
+        &self,
+        cache: &Arc<str>,
+        kind: MessageKind,
+        op: InvalidateOp,
+    ) {
         let publish = Publish {
             op,
             kind,
@@ -463,14 +480,20 @@ impl LevelShared {
     }
 
     fn targets(&self) -> Vec<Arc<dyn BusTarget>> {
-        self.targets.lock().iter().filter_map(Weak::upgrade).collect()
+        self.targets
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// Versions stop being trusted: every L1 is cleared, remembered versions are dropped from trust.
     fn unverified(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.healthy.swap(false, Ordering::SeqCst) {
-            self.counters.unverified_periods.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .unverified_periods
+                .fetch_add(1, Ordering::Relaxed);
         }
         for target in self.targets() {
             target.clear_local();
@@ -499,7 +522,8 @@ impl LevelShared {
             self.reverified();
         }
         if message.generation > 0 {
-            self.last_generation.fetch_max(message.generation, Ordering::SeqCst);
+            self.last_generation
+                .fetch_max(message.generation, Ordering::SeqCst);
         }
         if message.node == self.node || message.kind == MessageKind::Heartbeat {
             return;
@@ -507,10 +531,15 @@ impl LevelShared {
         self.counters.bus_received.fetch_add(1, Ordering::Relaxed);
         let lag = unix_micros().saturating_sub(message.sent_micros);
         self.counters.bus_lag.record(Duration::from_micros(lag));
-        self.counters.bus_lag_sum.fetch_add(lag * 1000, Ordering::Relaxed);
+        self.counters
+            .bus_lag_sum
+            .fetch_add(lag * 1000, Ordering::Relaxed);
         let epoch = self.epoch.load(Ordering::SeqCst);
         let version_key = match message.kind {
-            MessageKind::Tag => Some(format!("{}{}:t:{}", self.settings.prefix, message.cache, message.name)),
+            MessageKind::Tag => Some(format!(
+                "{}{}:t:{}",
+                self.settings.prefix, message.cache, message.name
+            )),
             MessageKind::Prefix => Some(format!(
                 "{}{}:p:{}",
                 self.settings.prefix,
@@ -521,7 +550,8 @@ impl LevelShared {
         };
         if let Some(key) = version_key {
             let known = self.versions.get(&key).map_or(0, |(v, _)| v);
-            self.versions.insert(key, (known.max(message.generation), epoch));
+            self.versions
+                .insert(key, (known.max(message.generation), epoch));
         }
         for target in self.targets() {
             if target.bus_name() == message.cache {
@@ -607,8 +637,18 @@ async fn writer(level: Weak<LevelShared>, mut queue: mpsc::Receiver<WriteOp>) {
         let limit = level.settings.hard_timeout;
         match level.call(limit, level.backend.write(&op)).await {
             Ok(true) => drop(level.counters.writes.fetch_add(1, Ordering::Relaxed)),
-            Ok(false) => drop(level.counters.writes_refused.fetch_add(1, Ordering::Relaxed)),
-            Err(_) => drop(level.counters.writes_dropped.fetch_add(1, Ordering::Relaxed)),
+            Ok(false) => drop(
+                level
+                    .counters
+                    .writes_refused
+                    .fetch_add(1, Ordering::Relaxed),
+            ),
+            Err(_) => drop(
+                level
+                    .counters
+                    .writes_dropped
+                    .fetch_add(1, Ordering::Relaxed),
+            ),
         }
     }
 }
@@ -640,12 +680,22 @@ async fn publisher(level: Weak<LevelShared>, mut queue: mpsc::Receiver<Publish>)
                 seq += 1;
                 publish.op.message_head =
                     bus::head(level.node, seq, publish.kind, &publish.cache, unix_micros());
-                match level.call(limit, level.backend.invalidate(&publish.op)).await {
+                match level
+                    .call(limit, level.backend.invalidate(&publish.op))
+                    .await
+                {
                     Ok(generation) => {
-                        level.last_generation.fetch_max(generation, Ordering::SeqCst);
+                        level
+                            .last_generation
+                            .fetch_max(generation, Ordering::SeqCst);
                         level.counters.bus_sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => drop(level.counters.publish_failed.fetch_add(1, Ordering::Relaxed)),
+                    Err(_) => drop(
+                        level
+                            .counters
+                            .publish_failed
+                            .fetch_add(1, Ordering::Relaxed),
+                    ),
                 }
             }
             None => {
@@ -659,7 +709,10 @@ async fn publisher(level: Weak<LevelShared>, mut queue: mpsc::Receiver<Publish>)
                     bus::head(level.node, seq, MessageKind::Heartbeat, "", unix_micros())
                 );
                 let _ = level
-                    .call(limit, level.backend.publish(&level.channel, message.as_bytes()))
+                    .call(
+                        limit,
+                        level.backend.publish(&level.channel, message.as_bytes()),
+                    )
                     .await;
             }
         }
@@ -687,7 +740,12 @@ async fn subscriber(level: Weak<LevelShared>) {
         // After an outage, invalidations may have failed to reach the store: read nothing older than now.
         let recovered = match subscription {
             Some(_) if connected_before => shared
-                .call(hard, shared.backend.versions(std::slice::from_ref(&shared.generation_key)))
+                .call(
+                    hard,
+                    shared
+                        .backend
+                        .versions(std::slice::from_ref(&shared.generation_key)),
+                )
                 .await
                 .ok()
                 .and_then(|v| v.first().copied())

@@ -11,17 +11,18 @@ mod level;
 mod redis;
 
 pub(crate) use attach::{CacheL2, Found, Lookup};
-pub(crate) use level::BusTarget as BusTargetDyn;
-pub(crate) use bus::MessageKind;
 pub use backend::{
     BoxFuture, InvalidateOp, L2Backend, MemoryLevel, ReadKeys, ReadReply, Subscription, WriteOp,
 };
+pub(crate) use bus::MessageKind;
 pub use codec::{Codec, Postcard};
 pub use error::L2Error;
+pub(crate) use level::BusTarget as BusTargetDyn;
 pub use level::{
     DEFAULT_BREAKER_FAILURES, DEFAULT_BREAKER_OPEN_FOR, DEFAULT_HARD_TIMEOUT, DEFAULT_HEARTBEAT,
     DEFAULT_MAX_TTL, DEFAULT_PREFIX, DEFAULT_REVERIFY_INTERVAL, DEFAULT_SILENCE_TIMEOUT,
-    DEFAULT_SOFT_TIMEOUT, DEFAULT_VERSION_CACHE, DEFAULT_WRITE_QUEUE, SecondLevel, SecondLevelBuilder,
+    DEFAULT_SOFT_TIMEOUT, DEFAULT_VERSION_CACHE, DEFAULT_WRITE_QUEUE, SecondLevel,
+    SecondLevelBuilder,
 };
 pub use redis::RedisLevel;
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::backend::{BoxFuture, InvalidateOp, L2Backend, ReadKeys, ReadReply, Subscription, WriteOp};
+use super::backend::{
+    BoxFuture, InvalidateOp, L2Backend, ReadKeys, ReadReply, Subscription, WriteOp,
+};
 use super::error::{Kind, L2Error};
 use super::level::SecondLevel;
 
@@ -84,7 +86,10 @@ pub struct RedisLevel {
 impl fmt::Debug for RedisLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisLevel")
-            .field("server", &self.client.get_connection_info().addr().to_string())
+            .field(
+                "server",
+                &self.client.get_connection_info().addr().to_string(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -100,8 +105,13 @@ impl RedisLevel {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(100));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| L2Error::new(Kind::Config, format!("cannot start a Redis connection: {e}")))?;
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
+                L2Error::new(
+                    Kind::Config,
+                    format!("cannot start a Redis connection: {e}"),
+                )
+            })?;
         Ok(RedisLevel { client, manager })
     }
 
@@ -144,15 +154,19 @@ impl L2Backend for RedisLevel {
     fn read<'a>(&'a self, keys: &'a ReadKeys) -> BoxFuture<'a, Result<ReadReply, L2Error>> {
         Box::pin(async move {
             let mut connection = self.manager.clone();
-            let (entry, key_version, clear_version, generation): (Option<Vec<u8>>, Option<u64>, Option<u64>, Option<u64>) =
-                redis::pipe()
-                    .get(&keys.entry)
-                    .get(&keys.key_version)
-                    .get(&keys.clear_version)
-                    .get(&keys.generation)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(error)?;
+            let (entry, key_version, clear_version, generation): (
+                Option<Vec<u8>>,
+                Option<u64>,
+                Option<u64>,
+                Option<u64>,
+            ) = redis::pipe()
+                .get(&keys.entry)
+                .get(&keys.key_version)
+                .get(&keys.clear_version)
+                .get(&keys.generation)
+                .query_async(&mut connection)
+                .await
+                .map_err(error)?;
             Ok(ReadReply::new(
                 entry,
                 key_version.unwrap_or(0),
@@ -216,7 +230,11 @@ impl L2Backend for RedisLevel {
         })
     }
 
-    fn publish<'a>(&'a self, channel: &'a str, message: &'a [u8]) -> BoxFuture<'a, Result<(), L2Error>> {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), L2Error>> {
         Box::pin(async move {
             let mut connection = self.manager.clone();
             redis::cmd("PUBLISH")
