@@ -573,3 +573,56 @@ async fn a_blackhole_server_fails_no_request_and_every_call_is_bounded() {
     assert!(!l.is_verified());
     hold.abort();
 }
+
+#[cfg(feature = "json")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_level_statistics_are_exported() {
+    let store = MemoryLevel::new();
+    let l = level(store, &unique_prefix("export"));
+    let c = cache(&l);
+    c.get_or_compute(&"a:1".to_owned(), || async { 1 })
+        .await
+        .unwrap();
+    let perf = perfscope::Perfscope::builder().build().unwrap();
+    perf.register_cache(c.handle());
+    let text = perf.prometheus();
+    assert!(
+        text.contains("perfscope_cache_l2_lookups_total{cache=\"items\",result=\"miss\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("perfscope_cache_l2_breaker_state{cache=\"items\",state=\"closed\"} 1"),
+        "{text}"
+    );
+    if let Ok(promtool) = std::env::var("PROMTOOL").or_else(|_| Ok::<_, ()>("promtool".to_owned()))
+    {
+        use std::io::Write;
+        if let Ok(mut child) = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let output = child.wait_with_output().unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                output.status.success() && said.trim().is_empty(),
+                "promtool: {said}"
+            );
+        }
+    }
+    let json = serde_json::to_value(c.stats()).unwrap();
+    assert_eq!(json["second_level"]["misses"], 1);
+    assert_eq!(json["second_level"]["breaker"], "closed");
+}
