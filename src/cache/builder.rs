@@ -59,7 +59,7 @@ pub struct CacheBuilder<K, V> {
     shards: Option<usize>,
     clock: CacheClock,
     #[cfg(feature = "redis")]
-    l2: Option<(super::l2::SecondLevel, Option<Arc<dyn super::l2::Codec<V>>>)>,
+    l2: Option<super::l2::Attachment<V>>,
     marker: PhantomData<fn() -> (K, V)>,
 }
 

@@ -66,7 +66,7 @@ pub(crate) struct Config<K, V> {
     pub(crate) clock: CacheClock,
     /// The second level and its codec (`None`: invalidations only).
     #[cfg(feature = "redis")]
-    pub(crate) l2: Option<(super::l2::SecondLevel, Option<Arc<dyn super::l2::Codec<V>>>)>,
+    pub(crate) l2: Option<super::l2::Attachment<V>>,
 }
 
 /// How a stored value may be used now.

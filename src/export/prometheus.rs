@@ -596,8 +596,8 @@ fn write_second_levels(
             "percentile",
             |l| {
                 vec![
-                    ("0.5", l.bus_lag.p50_ms / 1e3),
-                    ("0.99", l.bus_lag.p99_ms / 1e3),
+                    ("p50", l.bus_lag.p50_ms / 1e3),
+                    ("p99", l.bus_lag.p99_ms / 1e3),
                 ]
             },
         ),

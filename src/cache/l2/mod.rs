@@ -37,3 +37,6 @@ pub fn fuzz_decode_envelope(bytes: &[u8]) -> Result<usize, &'static str> {
         Err(envelope::DecodeError::Corrupt) => Err("corrupt"),
     }
 }
+
+/// What a cache builder holds for its second level: the level, and the codec when values are stored there.
+pub(crate) type Attachment<V> = (SecondLevel, Option<std::sync::Arc<dyn Codec<V>>>);
