@@ -38,7 +38,8 @@ pub trait Codec<V>: Send + Sync + 'static {
 }
 
 /// The default codec: [postcard](https://docs.rs/postcard), a compact serde format (variable-length integers,
-/// no field names). It was chosen by measurement: see `docs/cache.md`, "Second level".
+/// no field names), with a small dependency tree. (A measured comparison with bincode and rmp-serde on a
+/// typical value is still to be written into `docs/`.)
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Postcard;
 
