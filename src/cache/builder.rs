@@ -58,6 +58,8 @@ pub struct CacheBuilder<K, V> {
     initial_capacity: usize,
     shards: Option<usize>,
     clock: CacheClock,
+    #[cfg(feature = "redis")]
+    l2: Option<super::l2::Attachment<V>>,
     marker: PhantomData<fn() -> (K, V)>,
 }
 
@@ -99,6 +101,8 @@ impl<K, V> Default for CacheBuilder<K, V> {
             initial_capacity: 0,
             shards: None,
             clock: CacheClock::default(),
+            #[cfg(feature = "redis")]
+            l2: None,
             marker: PhantomData,
         }
     }
@@ -277,6 +281,14 @@ where
                 self.max_namespaces,
             ));
         }
+        #[cfg(feature = "redis")]
+        if matches!(&self.l2, Some((_, Some(_)))) && !super::key::is_text_key::<K>() {
+            return Err(out_of_range(
+                "second_level",
+                "a cache keyed by CacheKey, String, Arc<str> or Box<str> (use invalidation_bus for other keys)",
+                std::any::type_name::<K>(),
+            ));
+        }
         if self.shards == Some(0) {
             return Err(out_of_range("shards", "at least 1", 0));
         }
@@ -320,8 +332,76 @@ where
             namespace: self.namespace,
             sweep_interval: (!self.sweep_interval.is_zero()).then_some(self.sweep_interval),
             clock: self.clock,
+            #[cfg(feature = "redis")]
+            l2: self.l2,
         };
         Ok(Cache::from_config(config))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<K, V> CacheBuilder<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Shares this cache's invalidations (`invalidate`, `invalidate_tag`, `invalidate_prefix`, `clear`) with
+    /// the other nodes on `level`, and applies theirs, without storing values in the second level: for values
+    /// that cannot be serialized, or should not leave the process.
+    pub fn invalidation_bus(mut self, level: super::l2::SecondLevel) -> Self {
+        self.l2 = Some((level, None));
+        self
+    }
+
+    /// Like [`second_level`](CacheBuilder::second_level) with a codec of your own, for values serde does not
+    /// describe or another format.
+    pub fn second_level_with_codec(
+        mut self,
+        level: super::l2::SecondLevel,
+        codec: impl super::l2::Codec<V>,
+    ) -> Self {
+        self.l2 = Some((level, Some(Arc::new(codec))));
+        self
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<K, V> CacheBuilder<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
+{
+    /// Puts `level` (Redis, usually) behind this cache: an L1 miss of `get_or_compute` and its family reads
+    /// L2 before it runs the loader, a loaded value is written to L2 in the background, and invalidations are
+    /// shared with the other nodes (see [`invalidation_bus`](CacheBuilder::invalidation_bus)). Values are
+    /// encoded with [`Postcard`](super::l2::Postcard); this method exists only for serde values, so a
+    /// cache of other values is L1-only (or uses [`second_level_with_codec`](CacheBuilder::second_level_with_codec)).
+    /// Keys must be text ([`CacheKey`](super::CacheKey), `String`, `Arc<str>`, `Box<str>`); `build` says so
+    /// otherwise.
+    ///
+    /// ```no_run
+    /// use perfscope::cache::{Cache, CacheKey, Loaded};
+    /// use perfscope::cache::l2::RedisLevel;
+    /// use std::time::Duration;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let level = RedisLevel::connect("redis://127.0.0.1:6379/").await?;
+    /// let products: Cache<CacheKey, String> = Cache::builder()
+    ///     .name("products")
+    ///     .ttl(Duration::from_secs(60))
+    ///     .second_level(level)
+    ///     .build()?;
+    /// let key = CacheKey::new("product").part(1);
+    /// let name = products
+    ///     .get_or_compute(&key, || async { Loaded::new("Widget".to_owned()).tag("products") })
+    ///     .await?;
+    /// products.invalidate_tag("products"); // every node drops it
+    /// # drop(name);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn second_level(self, level: super::l2::SecondLevel) -> Self {
+        self.second_level_with_codec(level, super::l2::Postcard)
     }
 }
 

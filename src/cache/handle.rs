@@ -75,6 +75,10 @@ where
             namespaces,
             namespace_overflow: stats.namespaces.overflowed(),
             responses: self.response_stats(),
+            #[cfg(feature = "redis")]
+            second_level: self.l2.as_ref().map(|l2| l2.stats()),
+            #[cfg(not(feature = "redis"))]
+            second_level: None,
         }
     }
 }

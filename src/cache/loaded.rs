@@ -120,10 +120,13 @@ pub enum CacheStatus {
     Coalesced,
     /// The loader failed and an expired value within `fail_safe_max` was returned instead.
     FailSafe,
+    /// Not in this node's cache, found fresh in the shared second level (feature `redis`).
+    SecondLevelHit,
 }
 
 impl CacheStatus {
-    /// The status as an `x-cache`-style word: `HIT`, `STALE`, `MISS`, `COALESCED`, `FAIL-SAFE`.
+    /// The status as an `x-cache`-style word: `HIT`, `STALE`, `MISS`, `COALESCED`, `FAIL-SAFE`,
+    /// `HIT-L2`.
     pub fn as_str(&self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
@@ -131,6 +134,7 @@ impl CacheStatus {
             CacheStatus::Miss => "MISS",
             CacheStatus::Coalesced => "COALESCED",
             CacheStatus::FailSafe => "FAIL-SAFE",
+            CacheStatus::SecondLevelHit => "HIT-L2",
         }
     }
 }

@@ -6,6 +6,8 @@ mod entry;
 mod error;
 mod handle;
 mod key;
+#[cfg(feature = "redis")]
+pub mod l2;
 mod loaded;
 mod pattern;
 mod stats;
@@ -24,7 +26,8 @@ pub use handle::CacheHandle;
 pub use key::{CacheKey, PREFIX_DEPTH};
 pub use loaded::{CacheStatus, Fetched, Loaded};
 pub use stats::{
-    CacheStatsSnapshot, Evictions, Invalidations, NamespaceStats, ResponseStats, TagStats,
+    CacheStatsSnapshot, Evictions, Invalidations, NamespaceStats, ResponseStats, SecondLevelStats,
+    TagStats,
 };
 pub use store::Cache;
 pub use ticket::Ticket;

@@ -393,6 +393,62 @@ pub struct TagStats {
     pub reclaimed: u64,
 }
 
+/// What a cache's second level (L2) and its invalidation bus did; in [`CacheStatsSnapshot::second_level`].
+///
+/// `hits` to `corrupt` count this cache's L2 lookups; the other figures belong to the node's
+/// [`SecondLevel`](super::l2::SecondLevel) (feature `redis`), shared by every cache attached to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct SecondLevelStats {
+    /// Whether this cache stores values in L2 (`false`: it shares invalidations only).
+    pub stores_values: bool,
+    /// L1 misses answered from L2.
+    pub hits: u64,
+    /// L1 misses that L2 did not answer (absent, expired, rejected, corrupt, or the store failed or was slow).
+    pub misses: u64,
+    /// Misses because the entry was invalidated after it was computed (its key, a tag, a key prefix, `clear`,
+    /// or an outage since), or had expired.
+    pub rejected: u64,
+    /// Misses because the bytes were not a sound entry (corrupt, truncated, foreign, another format or codec).
+    pub corrupt: u64,
+    /// Calls made to the store.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Calls that ran out of time (soft or hard timeout).
+    pub timeouts: u64,
+    /// Calls not made because the circuit breaker was open.
+    pub skipped: u64,
+    /// The longest call so far, milliseconds.
+    pub call_max_ms: f64,
+    /// The circuit breaker now: `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// Times the breaker opened.
+    pub breaker_opened: u64,
+    /// Times the breaker closed again.
+    pub breaker_closed: u64,
+    /// Background writes stored.
+    pub writes: u64,
+    /// Background writes the store refused (an invalidation came first) or that could not be encoded.
+    pub writes_refused: u64,
+    /// Background writes dropped (queue full, or the store failed).
+    pub writes_dropped: u64,
+    /// Invalidations sent on the bus.
+    pub bus_sent: u64,
+    /// Invalidations received from other nodes.
+    pub bus_received: u64,
+    /// Times messages of another node were found missing (by sequence number).
+    pub bus_gaps: u64,
+    /// Invalidations that could not be recorded in the store or sent (store down, breaker open, queue full).
+    pub invalidations_unpublished: u64,
+    /// Delay from sending to receiving invalidations (sender's and receiver's wall clocks).
+    pub bus_lag: Percentiles,
+    /// Whether versions are unverified now (the bus is lost).
+    pub unverified: bool,
+    /// Periods with unverified versions so far.
+    pub unverified_periods: u64,
+}
+
 /// A point-in-time copy of a cache's statistics, from [`Cache::stats`](super::Cache::stats).
 ///
 /// Counters are totals since the cache was built. `entries` and `weighted_bytes` are live; the per-namespace
@@ -450,6 +506,9 @@ pub struct CacheStatsSnapshot {
     /// For the store of HTTP response-cache layers: what those layers did (absent for other caches).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub responses: Option<ResponseStats>,
+    /// The second level and invalidation bus, when the cache has one (feature `redis`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_level: Option<SecondLevelStats>,
 }
 
 /// What the [`ResponseCacheLayer`](super::http::ResponseCacheLayer)s using a cache as their store did, summed

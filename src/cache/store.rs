@@ -64,6 +64,9 @@ pub(crate) struct Config<K, V> {
     pub(crate) namespace: Option<fn(&K) -> &str>,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) clock: CacheClock,
+    /// The second level and its codec (`None`: invalidations only).
+    #[cfg(feature = "redis")]
+    pub(crate) l2: Option<super::l2::Attachment<V>>,
 }
 
 /// How a stored value may be used now.
@@ -112,6 +115,9 @@ pub(crate) struct Inner<K, V> {
     pub(crate) sweeper: Mutex<Option<tokio::task::AbortHandle>>,
     /// The counters of the response-cache layers that use this cache as their store.
     pub(crate) responses: Mutex<Vec<Weak<super::http::LayerStats>>>,
+    /// The second level and invalidation bus, if attached.
+    #[cfg(feature = "redis")]
+    pub(crate) l2: Option<super::l2::CacheL2<V>>,
 }
 
 impl<K, V> Drop for Inner<K, V> {
@@ -459,6 +465,73 @@ where
         self.remove_key(key)
     }
 
+    /// Sends an invalidation to the other nodes through the second level, if attached.
+    #[cfg(feature = "redis")]
+    fn announce(&self, kind: super::l2::MessageKind, name: &str) {
+        if let Some(l2) = &self.l2 {
+            l2.publish(kind, name);
+        }
+    }
+
+    /// The tags to write to L2 with a loaded value, when this cache stores values there.
+    #[cfg(feature = "redis")]
+    fn l2_tags(&self, loaded: &Loaded<V>) -> Option<Vec<Cow<'static, str>>> {
+        self.l2
+            .as_ref()
+            .filter(|l2| l2.stores_values())
+            .map(|_| loaded.tags.clone())
+    }
+
+    /// Queues the write of `stored` (computed after the L2 generation `born` was read) to L2.
+    #[cfg(feature = "redis")]
+    fn write_back(
+        &self,
+        key: &K,
+        stored: &Stored<V>,
+        tags: &[Cow<'static, str>],
+        born: Option<u64>,
+    ) {
+        let (Some(l2), Some((text, _))) = (&self.l2, key_text(key)) else {
+            return;
+        };
+        let meta = &stored.meta;
+        let since = |t: u64| Duration::from_nanos(t.saturating_sub(meta.created));
+        let (fresh_for, keep_for) = if meta.fresh_until == NEVER {
+            (None, None)
+        } else {
+            (
+                Some(since(meta.fresh_until)),
+                Some(since(self.keep_until(stored))),
+            )
+        };
+        let stale_for = Duration::from_nanos(meta.stale_until.saturating_sub(meta.fresh_until));
+        l2.write_back(
+            text,
+            &stored.value,
+            tags,
+            fresh_for,
+            stale_for,
+            keep_for,
+            born,
+        );
+    }
+
+    /// The stored form of a value found in L2, with the lifetimes it has left there.
+    #[cfg(feature = "redis")]
+    fn stored_from_l2(&self, key: &K, found: super::l2::Found<V>, born: u64, ns: u16) -> Stored<V> {
+        let ids = self.user_tag_ids(&found.tags);
+        let mut stored = self.make_stored_with(key, found.value, ids, None, None, born, ns);
+        let meta = &mut stored.meta;
+        if found.fresh_for == Duration::MAX {
+            meta.fresh_until = NEVER;
+            meta.stale_until = NEVER;
+        } else {
+            meta.fresh_until = meta.created.saturating_add(nanos(found.fresh_for));
+            meta.stale_until = meta.fresh_until.saturating_add(nanos(found.stale_for));
+        }
+        stored
+    }
+
     pub(crate) fn remove_key(&self, key: &K) -> bool {
         match self.table.remove(key) {
             Some((_, stored)) => {
@@ -509,6 +582,10 @@ where
         if config.initial_capacity > 0 {
             table.reserve(config.initial_capacity);
         }
+        #[cfg(feature = "redis")]
+        let l2 = config.l2;
+        #[cfg(feature = "redis")]
+        let name = config.name.clone();
         let cache = Cache {
             inner: Arc::new(Inner {
                 name: config.name,
@@ -534,8 +611,15 @@ where
                 sweeper_started: AtomicBool::new(false),
                 sweeper: Mutex::new(None),
                 responses: Mutex::new(Vec::new()),
+                #[cfg(feature = "redis")]
+                l2: l2.map(|(level, codec)| super::l2::CacheL2::new(level, name.clone(), codec)),
             }),
         };
+        #[cfg(feature = "redis")]
+        if let Some(l2) = &cache.inner.l2 {
+            let target: Weak<dyn super::l2::BusTargetDyn> = Arc::downgrade(&cache.inner) as _;
+            l2.level.shared.register(target);
+        }
         super::sweeper::start(&cache.inner);
         cache
     }
@@ -880,6 +964,31 @@ where
         let ns = inner.namespace_of(key);
         inner.stats.add(slot::current(), ns, Counter::Misses, 1);
         let born = inner.seq.now();
+        // The second level, under this key's slot (callers of the same key wait for it as for a load).
+        #[cfg(feature = "redis")]
+        let mut l2_born = None;
+        #[cfg(feature = "redis")]
+        if let (Some(l2), Some((text, _))) = (
+            inner.l2.as_ref().filter(|l2| l2.stores_values()),
+            key_text(key),
+        ) {
+            match l2.lookup(text).await {
+                super::l2::Lookup::Hit(found) => {
+                    let stored = inner.stored_from_l2(key, found, born, ns);
+                    let value = stored.value.clone();
+                    if let (Some(guard), Ok(_gate)) = (guard, inner.admit(key, &stored)) {
+                        let _ = guard.insert(stored);
+                    }
+                    request_miss(inner.clock.since(started));
+                    return Ok(Fetched {
+                        value,
+                        status: CacheStatus::SecondLevelHit,
+                        age: Duration::ZERO,
+                    });
+                }
+                super::l2::Lookup::Miss(generation) => l2_born = generation,
+            }
+        }
         let load_started = inner.clock.now();
         let result = run_loader(loader).await;
         let load_time = inner.clock.since(load_started);
@@ -888,9 +997,18 @@ where
                 inner.stats.load(slot::current(), ns, load_time, false);
                 let loaded: Loaded<V> = output.into();
                 let value = if loaded.store {
+                    #[cfg(feature = "redis")]
+                    let l2_tags = inner.l2_tags(&loaded);
                     let stored = inner.make_stored(key, loaded, born, ns);
                     let value = stored.value.clone();
-                    if let (Some(guard), Ok(_gate)) = (guard, inner.admit(key, &stored)) {
+                    let admitted = inner.admit(key, &stored);
+                    #[cfg(feature = "redis")]
+                    if admitted.is_ok()
+                        && let Some(tags) = l2_tags
+                    {
+                        inner.write_back(key, &stored, &tags, l2_born);
+                    }
+                    if let (Some(guard), Ok(_gate)) = (guard, admitted) {
                         // Err: the key was invalidated while loading; the value is this caller's only.
                         let _ = guard.insert(stored);
                     }
@@ -974,7 +1092,15 @@ where
                         inner.stats.load(slot::current(), ns, elapsed, false);
                         let loaded: Loaded<V> = output.into();
                         if loaded.store {
+                            #[cfg(feature = "redis")]
+                            let l2_tags = inner.l2_tags(&loaded);
                             let stored = inner.make_stored(&key, loaded, born, ns);
+                            #[cfg(feature = "redis")]
+                            if let Some(tags) = l2_tags
+                                && inner.dead_by(&stored).is_none()
+                            {
+                                inner.write_back(&key, &stored, &tags, None);
+                            }
                             inner.install_refresh(&key, id, stored);
                         }
                     }
@@ -1000,7 +1126,12 @@ where
             .stats
             .key_invalidations
             .fetch_add(1, Ordering::Relaxed);
-        self.inner.invalidate_key(key)
+        let removed = self.inner.invalidate_key(key);
+        #[cfg(feature = "redis")]
+        if let Some((text, _)) = key_text(key) {
+            self.inner.announce(super::l2::MessageKind::Key, text);
+        }
+        removed
     }
 
     /// Makes every entry tagged `tag` unreadable, in O(1): entries are checked on read and freed by the
@@ -1013,6 +1144,8 @@ where
         self.inner
             .tags
             .invalidate(TagKind::User, tag, &self.inner.seq);
+        #[cfg(feature = "redis")]
+        self.inner.announce(super::l2::MessageKind::Tag, tag);
     }
 
     /// [`invalidate_tag`](Cache::invalidate_tag) for each tag.
@@ -1039,6 +1172,8 @@ where
         if let Some(key) = key_from_text::<K>(exact) {
             inner.invalidate_key(&key);
         }
+        #[cfg(feature = "redis")]
+        inner.announce(super::l2::MessageKind::Prefix, prefix);
     }
 
     /// Removes every entry whose key (its text, for [`CacheKey`] and string keys) matches the glob `pattern`
@@ -1078,6 +1213,8 @@ where
         inner.stats.clears.fetch_add(1, Ordering::Relaxed);
         let s = inner.seq.next();
         inner.cleared.fetch_max(s, Ordering::SeqCst);
+        #[cfg(feature = "redis")]
+        inner.announce(super::l2::MessageKind::Clear, "");
     }
 
     /// Frees expired and invalidated entries and the tags no live entry carries now, and counts the entries

@@ -485,6 +485,156 @@ fn write_caches(out: &mut String, caches: &[crate::cache::CacheStatsSnapshot]) -
         start(out, LOAD_DURATION, "_count", &c.name)?;
         value(out, count)?;
     }
+    write_second_levels(out, caches, start)
+}
+
+/// The second-level families, for the caches that have one (feature `redis`). The figures of the node's
+/// level (calls, breaker, bus) repeat on each cache attached to it: aggregate them with `max by (instance)`.
+#[cfg(feature = "cache")]
+fn write_second_levels(
+    out: &mut String,
+    caches: &[crate::cache::CacheStatsSnapshot],
+    start: fn(&mut String, &str, &str, &str) -> fmt::Result,
+) -> fmt::Result {
+    use crate::cache::SecondLevelStats;
+    let with_l2: Vec<(&str, &SecondLevelStats)> = caches
+        .iter()
+        .filter_map(|c| c.second_level.as_ref().map(|l2| (c.name.as_str(), l2)))
+        .collect();
+    if with_l2.is_empty() {
+        return Ok(());
+    }
+    type Labelled = fn(&SecondLevelStats) -> Vec<(&'static str, f64)>;
+    let families: [(&str, &str, &str, &str, Labelled); 9] = [
+        (
+            "perfscope_cache_l2_lookups_total",
+            "counter",
+            "L1 misses looked up in the second level, by result (hit, miss).",
+            "result",
+            |l| vec![("hit", l.hits as f64), ("miss", l.misses as f64)],
+        ),
+        (
+            "perfscope_cache_l2_discarded_total",
+            "counter",
+            "Second-level entries found but not used, by reason (rejected: invalidated or expired; corrupt: unreadable).",
+            "reason",
+            |l| {
+                vec![
+                    ("rejected", l.rejected as f64),
+                    ("corrupt", l.corrupt as f64),
+                ]
+            },
+        ),
+        (
+            "perfscope_cache_l2_calls_total",
+            "counter",
+            "Calls to the second-level store, by outcome (ok, error, timeout), and calls skipped while the breaker was open.",
+            "outcome",
+            |l| {
+                vec![
+                    ("ok", l.calls.saturating_sub(l.errors + l.timeouts) as f64),
+                    ("error", l.errors as f64),
+                    ("timeout", l.timeouts as f64),
+                    ("skipped", l.skipped as f64),
+                ]
+            },
+        ),
+        (
+            "perfscope_cache_l2_breaker_state",
+            "gauge",
+            "The second level's circuit breaker: 1 for the current state.",
+            "state",
+            |l| {
+                ["closed", "open", "half_open"]
+                    .into_iter()
+                    .map(|s| (s, f64::from(u8::from(l.breaker == s))))
+                    .collect()
+            },
+        ),
+        (
+            "perfscope_cache_l2_breaker_transitions_total",
+            "counter",
+            "Circuit breaker transitions, by new state.",
+            "to",
+            |l| {
+                vec![
+                    ("open", l.breaker_opened as f64),
+                    ("closed", l.breaker_closed as f64),
+                ]
+            },
+        ),
+        (
+            "perfscope_cache_l2_writes_total",
+            "counter",
+            "Background writes to the second level, by result (stored, refused, dropped).",
+            "result",
+            |l| {
+                vec![
+                    ("stored", l.writes as f64),
+                    ("refused", l.writes_refused as f64),
+                    ("dropped", l.writes_dropped as f64),
+                ]
+            },
+        ),
+        (
+            "perfscope_cache_l2_bus_messages_total",
+            "counter",
+            "Invalidations on the bus, by direction (sent, received), and those that could not be sent (unsent).",
+            "direction",
+            |l| {
+                vec![
+                    ("sent", l.bus_sent as f64),
+                    ("received", l.bus_received as f64),
+                    ("unsent", l.invalidations_unpublished as f64),
+                ]
+            },
+        ),
+        (
+            "perfscope_cache_l2_bus_lag_seconds",
+            "gauge",
+            "Delay of received invalidations, by percentile (p50, p99).",
+            "percentile",
+            |l| {
+                vec![
+                    ("p50", l.bus_lag.p50_ms / 1e3),
+                    ("p99", l.bus_lag.p99_ms / 1e3),
+                ]
+            },
+        ),
+        (
+            "perfscope_cache_l2_unverified",
+            "gauge",
+            "Whether versions are unverified now (value: 1), and the periods so far (value of the periods series).",
+            "what",
+            |l| {
+                vec![
+                    ("now", f64::from(u8::from(l.unverified))),
+                    ("periods", l.unverified_periods as f64),
+                ]
+            },
+        ),
+    ];
+    for (name, kind, help, label, read) in families {
+        header(out, name, kind, help)?;
+        for (cache, l2) in &with_l2 {
+            for (label_value, n) in read(l2) {
+                start(out, name, "", cache)?;
+                write!(out, ",{label}=\"{label_value}\"")?;
+                value(out, Float(n))?;
+            }
+        }
+    }
+    const GAPS: &str = "perfscope_cache_l2_bus_gaps_total";
+    header(
+        out,
+        GAPS,
+        "counter",
+        "Times messages of another node were found missing on the bus.",
+    )?;
+    for (cache, l2) in &with_l2 {
+        start(out, GAPS, "", cache)?;
+        value(out, l2.bus_gaps)?;
+    }
     Ok(())
 }
 

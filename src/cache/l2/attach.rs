@@ -1,0 +1,360 @@
+//! A cache's side of the second level: its key names, the L2 lookup on an L1 miss, the background write of a
+//! loaded value, the invalidations it sends, and those it applies from other nodes.
+
+use std::borrow::Cow;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::backend::{InvalidateOp, ReadKeys, WriteOp};
+use super::bus::MessageKind;
+use super::codec::Codec;
+use super::envelope::{self, DecodeError, TagKindByte};
+use super::level::{BusTarget, SecondLevel, unix_micros};
+use crate::cache::key::{key_from_text, prefix_tag, strip_wildcard, text_prefixes};
+use crate::cache::stats::SecondLevelStats;
+use crate::cache::store::Inner;
+use crate::cache::tags::TagKind;
+
+/// A cache's attachment to a [`SecondLevel`].
+pub(crate) struct CacheL2<V> {
+    pub(crate) level: SecondLevel,
+    /// `{prefix}{cache}:`.
+    ns: String,
+    name: Arc<str>,
+    /// `None`: invalidations only (values stay in L1).
+    codec: Option<Arc<dyn Codec<V>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    rejected: AtomicU64,
+    corrupt: AtomicU64,
+}
+
+/// A value found in L2, ready for L1.
+pub(crate) struct Found<V> {
+    pub(crate) value: V,
+    pub(crate) tags: Vec<String>,
+    /// Fresh for this long from now.
+    pub(crate) fresh_for: Duration,
+    /// Then stale for this long.
+    pub(crate) stale_for: Duration,
+}
+
+/// What an L2 lookup gave.
+pub(crate) enum Lookup<V> {
+    Hit(Found<V>),
+    /// Not usable; the generation read (the `born` of a value computed now), if the store answered.
+    Miss(Option<u64>),
+}
+
+fn unix_millis() -> u64 {
+    unix_micros() / 1000
+}
+
+impl<V: Send + Sync + 'static> CacheL2<V> {
+    pub(crate) fn new(
+        level: SecondLevel,
+        name: Arc<str>,
+        codec: Option<Arc<dyn Codec<V>>>,
+    ) -> Self {
+        CacheL2 {
+            ns: format!("{}{}:", level.shared.settings.prefix, name),
+            level,
+            name,
+            codec,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether values are stored in L2 (not only invalidations).
+    pub(crate) fn stores_values(&self) -> bool {
+        self.codec.is_some()
+    }
+
+    fn read_keys(&self, key: &str) -> ReadKeys {
+        ReadKeys {
+            entry: format!("{}e:{key}", self.ns),
+            key_version: format!("{}k:{key}", self.ns),
+            clear_version: format!("{}clear", self.ns),
+            generation: self.level.shared.generation_key.clone(),
+        }
+    }
+
+    fn version_key(&self, kind: TagKindByte, name: &str) -> String {
+        match kind {
+            TagKindByte::User => format!("{}t:{name}", self.ns),
+            TagKindByte::Prefix => format!("{}p:{name}", self.ns),
+        }
+    }
+
+    fn miss(&self, generation: Option<u64>) -> Lookup<V> {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        Lookup::Miss(generation)
+    }
+
+    fn reject(&self, generation: u64) -> Lookup<V> {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.miss(Some(generation))
+    }
+
+    fn corrupt(&self, generation: u64) -> Lookup<V> {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+        self.miss(Some(generation))
+    }
+
+    /// Looks `key` up in L2 within the soft timeout: a value only if its envelope is sound, it is fresh, and
+    /// no invalidation of its key, its tags, its key prefixes or its cache came after it was computed.
+    pub(crate) async fn lookup(&self, key: &str) -> Lookup<V> {
+        let Some(codec) = &self.codec else {
+            return Lookup::Miss(None);
+        };
+        let level = &*self.level.shared;
+        let started = tokio::time::Instant::now();
+        let soft = level.settings.soft_timeout;
+        let keys = self.read_keys(key);
+        let Ok(reply) = level.call(soft, level.backend.read(&keys)).await else {
+            return self.miss(None);
+        };
+        let generation = reply.generation;
+        level.observe_generation(generation);
+        let Some(bytes) = reply.entry else {
+            return self.miss(Some(generation));
+        };
+        let envelope = match envelope::decode(&bytes) {
+            Ok(envelope) if envelope.codec == codec.id() => envelope,
+            Ok(_) | Err(DecodeError::Foreign | DecodeError::OldFormat | DecodeError::Corrupt) => {
+                return self.corrupt(generation);
+            }
+        };
+        let now = unix_millis();
+        let born = envelope.born;
+        if envelope.fresh_until_ms <= now
+            || born < level.floor.load(Ordering::SeqCst)
+            || born > generation
+            || reply.key_version > born
+            || reply.clear_version > born
+        {
+            return self.reject(generation);
+        }
+        // Tag versions: remembered ones while the bus vouches for them, the rest read in one round trip.
+        let trusted = level.trusted_epoch();
+        let epoch = level.epoch.load(Ordering::SeqCst);
+        let mut unknown = Vec::new();
+        for &(kind, name) in &envelope.tags {
+            let version_key = self.version_key(kind, name);
+            match level.versions.get(&version_key) {
+                Some((version, at)) if Some(at) == trusted => {
+                    if version > born {
+                        return self.reject(generation);
+                    }
+                }
+                _ => unknown.push(version_key),
+            }
+        }
+        if !unknown.is_empty() {
+            let left = soft
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1));
+            let Ok(versions) = level.call(left, level.backend.versions(&unknown)).await else {
+                return self.miss(Some(generation));
+            };
+            let mut stale = false;
+            for (version_key, version) in unknown.into_iter().zip(versions) {
+                stale |= version > born;
+                level.versions.insert(version_key, (version, epoch));
+            }
+            if stale {
+                return self.reject(generation);
+            }
+        }
+        let Ok(value) = codec.decode(envelope.payload) else {
+            return self.corrupt(generation);
+        };
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        let fresh_for = Duration::from_millis(envelope.fresh_until_ms.saturating_sub(now));
+        let stale_for = if envelope.stale_until_ms == u64::MAX {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(
+                envelope
+                    .stale_until_ms
+                    .saturating_sub(envelope.fresh_until_ms),
+            )
+        };
+        Found {
+            value,
+            tags: envelope
+                .tags
+                .iter()
+                .filter(|(kind, _)| *kind == TagKindByte::User)
+                .map(|(_, name)| (*name).to_owned())
+                .collect(),
+            fresh_for: if envelope.fresh_until_ms == u64::MAX {
+                Duration::MAX
+            } else {
+                fresh_for
+            },
+            stale_for,
+        }
+        .into()
+    }
+
+    /// Queues the write of a loaded value: `fresh_for`/`stale_for`/`keep_for` from now (`None`: no TTL);
+    /// `born` is the generation read before the loader ran.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_back(
+        &self,
+        key: &str,
+        value: &V,
+        tags: &[Cow<'static, str>],
+        fresh_for: Option<Duration>,
+        stale_for: Duration,
+        keep_for: Option<Duration>,
+        born: Option<u64>,
+    ) {
+        let Some(codec) = &self.codec else {
+            return;
+        };
+        let level = &*self.level.shared;
+        let born = born.unwrap_or_else(|| level.last_generation.load(Ordering::SeqCst));
+        let now = unix_millis();
+        let to_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let fresh_until = fresh_for.map_or(u64::MAX, |d| now.saturating_add(to_ms(d)));
+        let stale_until = fresh_for.map_or(u64::MAX, |d| now.saturating_add(to_ms(d + stale_for)));
+        let ttl = keep_for
+            .unwrap_or(level.settings.max_ttl)
+            .min(level.settings.max_ttl);
+        if ttl.is_zero() {
+            return;
+        }
+        let all_tags = tags
+            .iter()
+            .map(|t| (TagKindByte::User, t.as_ref()))
+            .chain(text_prefixes(key).map(|p| (TagKindByte::Prefix, p)));
+        let all_tags: Vec<(TagKindByte, &str)> = all_tags.collect();
+        let mut bytes = Vec::with_capacity(64);
+        if !envelope::encode_header(
+            &mut bytes,
+            codec.id(),
+            now,
+            fresh_until,
+            stale_until,
+            born,
+            all_tags.iter().copied(),
+        ) || codec.encode(value, &mut bytes).is_err()
+        {
+            // Too many tags, or the codec refused the value: it stays in L1 only.
+            level
+                .counters
+                .writes_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        level.enqueue_write(WriteOp {
+            keys: self.read_keys(key),
+            bytes,
+            ttl,
+            born,
+        });
+    }
+
+    fn invalidation(&self, set: Vec<String>, delete: Vec<String>, tail: &str) -> InvalidateOp {
+        let settings = &self.level.shared.settings;
+        InvalidateOp {
+            generation: self.level.shared.generation_key.clone(),
+            set,
+            delete,
+            ttl: settings.max_ttl + super::level::VERSION_MARGIN,
+            channel: format!("{}bus", settings.prefix),
+            message_head: String::new(),
+            message_tail: tail.to_owned(),
+        }
+    }
+
+    /// Sends an invalidation to the store and the other nodes (in the background, in order).
+    pub(crate) fn publish(&self, kind: MessageKind, name: &str) {
+        let op = match kind {
+            MessageKind::Tag => {
+                self.invalidation(vec![format!("{}t:{name}", self.ns)], Vec::new(), name)
+            }
+            MessageKind::Prefix => {
+                let exact = strip_wildcard(name);
+                self.invalidation(
+                    vec![
+                        format!("{}p:{}", self.ns, prefix_tag(name)),
+                        format!("{}k:{exact}", self.ns),
+                    ],
+                    vec![format!("{}e:{exact}", self.ns)],
+                    name,
+                )
+            }
+            MessageKind::Key => self.invalidation(
+                vec![format!("{}k:{name}", self.ns)],
+                vec![format!("{}e:{name}", self.ns)],
+                name,
+            ),
+            MessageKind::Clear => {
+                self.invalidation(vec![format!("{}clear", self.ns)], Vec::new(), "")
+            }
+            MessageKind::Heartbeat => return,
+        };
+        self.level.shared.enqueue_invalidation(&self.name, kind, op);
+    }
+
+    /// This cache's L2 statistics.
+    pub(crate) fn stats(&self) -> SecondLevelStats {
+        SecondLevelStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            corrupt: self.corrupt.load(Ordering::Relaxed),
+            stores_values: self.stores_values(),
+            ..self.level.stats()
+        }
+    }
+}
+
+impl<V> From<Found<V>> for Lookup<V> {
+    fn from(found: Found<V>) -> Self {
+        Lookup::Hit(found)
+    }
+}
+
+impl<K, V> BusTarget for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn bus_name(&self) -> &str {
+        &self.name
+    }
+
+    fn apply(&self, kind: MessageKind, name: &str) {
+        match kind {
+            MessageKind::Tag => self.tags.invalidate(TagKind::User, name, &self.seq),
+            MessageKind::Prefix => {
+                self.tags
+                    .invalidate(TagKind::Prefix, prefix_tag(name), &self.seq);
+                if let Some(key) = key_from_text::<K>(strip_wildcard(name)) {
+                    self.invalidate_key(&key);
+                }
+            }
+            MessageKind::Key => {
+                if let Some(key) = key_from_text::<K>(name) {
+                    self.invalidate_key(&key);
+                }
+            }
+            MessageKind::Clear => self.clear_local(),
+            MessageKind::Heartbeat => {}
+        }
+    }
+
+    fn clear_local(&self) {
+        let s = self.seq.next();
+        self.cleared.fetch_max(s, Ordering::SeqCst);
+    }
+}
