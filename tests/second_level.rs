@@ -3,6 +3,10 @@
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used)]
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "support/services.rs"]
+mod services;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -47,19 +51,7 @@ fn unique_prefix(test: &str) -> String {
 
 /// `REDIS_URL`, or `None` (the test skips) unless `PERFSCOPE_REQUIRE_SERVICES=1` (set by `scripts/test`).
 fn redis_url() -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) => Some(url),
-        Err(_) => {
-            assert!(
-                std::env::var_os("PERFSCOPE_REQUIRE_SERVICES").is_none(),
-                "REDIS_URL must point at Redis when PERFSCOPE_REQUIRE_SERVICES is set"
-            );
-            eprintln!(
-                "SKIPPED: set REDIS_URL=redis://… to run the Redis tests (source scripts/private-redis)"
-            );
-            None
-        }
-    }
+    services::service_url("REDIS_URL", &["redis:", "rediss:", "unix:"], "Redis")
 }
 
 async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
