@@ -18,6 +18,7 @@ use perfscope::cache::http::{ResponseCacheLayer, ResponseStore};
 use perfscope::cache::{Cache, CacheKey, LoadError};
 
 use crate::error::AppError;
+use crate::fleet::Fleet;
 use crate::routes::dashboard::Dashboard;
 use crate::routes::products::Product;
 
@@ -79,8 +80,9 @@ pub(crate) struct Caches {
 }
 
 impl Caches {
-    /// Builds the data caches and the response-cache layer (to be applied to the cached routes).
-    pub(crate) fn new() -> Result<(Self, ResponseCacheLayer), perfscope::BuildError> {
+    /// Builds the data caches and the response-cache layer (to be applied to the cached routes); with a shared
+    /// Redis (`fleet`), product rows are kept there too and every invalidation reaches the other instances.
+    pub(crate) fn new(fleet: &Fleet) -> Result<(Self, ResponseCacheLayer), perfscope::BuildError> {
         let layer = ResponseCacheLayer::builder()
             .max_bytes(RESPONSE_MAX_BYTES)
             .default_ttl(RESPONSE_TTL)
@@ -89,14 +91,17 @@ impl Caches {
             .build()?;
         // Bounded by bytes with a weigher, so `/admin/perf/cache` reports their size (`weighted_bytes`); a cache
         // bounded by `max_entries` only counts entries.
-        let products = Cache::builder()
+        let products = fleet
+            .share_values(Cache::builder())
             .name("products")
             .max_weight(PRODUCT_MAX_BYTES)
             .weigher(|_, product: &Product| product.weight())
             .ttl(PRODUCT_TTL)
             .ttl_jitter(0.1) // rows loaded together do not all expire together
             .build()?;
-        let dashboard = Cache::builder()
+        // The aggregates are cheap to recompute and hold `&'static str` keys: shared invalidations only.
+        let dashboard = fleet
+            .share_invalidations(Cache::builder())
             .name("dashboard")
             .max_weight(DASHBOARD_MAX_BYTES)
             .weigher(|_, dashboard: &Dashboard| dashboard.weight())

@@ -267,6 +267,53 @@ pub(crate) async fn open_fresh(location: &Location) -> Result<AnyPool, sqlx::Err
     }
 }
 
+/// The environment variable that makes this instance join a database another instance created and seeded.
+pub(crate) const JOIN_VARIABLE: &str = "ERP_JOIN_DATABASE";
+
+/// Whether `ERP_JOIN_DATABASE=1`: use the database as it is (no reset, no seed, no deletion at shutdown), as the
+/// second and later instances of a fleet do.
+pub(crate) fn joins_existing() -> Result<bool, String> {
+    match std::env::var(JOIN_VARIABLE).as_deref() {
+        Err(_) | Ok("") | Ok("0") => Ok(false),
+        Ok("1") => Ok(true),
+        Ok(other) => Err(format!("{JOIN_VARIABLE} must be 1 or 0, not {other:?}")),
+    }
+}
+
+/// Opens the database another instance created and seeded, without changing it; an error names what is missing.
+pub(crate) async fn open_existing(location: &Location) -> Result<AnyPool, Box<dyn std::error::Error>> {
+    sqlx::any::install_default_drivers();
+    let (url, max) = match location {
+        Location::Sqlite(path) => {
+            if !path.exists() {
+                return Err(format!(
+                    "{JOIN_VARIABLE}=1, but {} does not exist: start the first instance without it",
+                    path.display()
+                )
+                .into());
+            }
+            let options = SqliteConnectOptions::new().filename(path);
+            (options.to_url_lossy().to_string(), SQLITE_MAX_CONNECTIONS)
+        }
+        Location::Postgres(url) => (url.clone(), POSTGRES_MAX_CONNECTIONS),
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(max)
+        .connect(&url)
+        .await?;
+    let products: Result<i64, _> = sqlx::query_scalar("SELECT COUNT(*) FROM products")
+        .fetch_one(&pool)
+        .await;
+    match products {
+        Ok(n) if n > 0 => Ok(pool),
+        _ => Err(format!(
+            "{JOIN_VARIABLE}=1, but {location} has no seeded demo tables: start the first instance without it"
+        )
+        .into()),
+    }
+}
+
 /// `$first, $first+1, ..` for `count` values: the placeholders of an `IN (..)` list or a `VALUES` row, numbered in
 /// the order the values are bound.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {

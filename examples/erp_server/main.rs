@@ -24,12 +24,17 @@
 //!   monitor, the query layer and the query capture layer), `monitor` (`perf.layer()` only) or `off` (none of
 //!   them). The log, tower-http's `TraceLayer`, the caches and the admin router are the same in every mode, so
 //!   `scripts/loadtest` can compare the three on the same application. Any other value stops the server at start.
+//! - `REDIS_URL` (build with `--features redis`): Redis shared by several instances (module `fleet`): product
+//!   rows kept there, invalidations sent to every instance, fleet-wide latency percentiles.
+//! - `ERP_JOIN_DATABASE=1`: join the database (`ERP_DATABASE` or `DATABASE_URL`) a first instance created and
+//!   seeded, without resetting it or deleting it at shutdown: for a second instance of the fleet.
 //! - `RUST_LOG`: log filter (default `info`).
 
 mod caches;
 mod catalog;
 mod db;
 mod error;
+mod fleet;
 mod mode;
 mod pagination;
 mod password;
@@ -109,17 +114,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(capture)
         .init();
 
-    let pool = db::open_fresh(&location).await?;
-    let report = db::seed(&pool).await?;
-    println!(
-        "seeded {} products, {} customers, {} quotations ({} lines) into {} in {:.2?}",
-        report.products,
-        report.customers,
-        report.quotations,
-        report.lines,
-        location,
-        report.elapsed,
-    );
+    // The first instance resets and seeds the database; the others of a fleet join it as it is.
+    let joins = db::joins_existing()?;
+    let pool = if joins {
+        let pool = db::open_existing(&location).await?;
+        println!("joined the demo database in {location}");
+        pool
+    } else {
+        let pool = db::open_fresh(&location).await?;
+        let report = db::seed(&pool).await?;
+        println!(
+            "seeded {} products, {} customers, {} quotations ({} lines) into {} in {:.2?}",
+            report.products,
+            report.customers,
+            report.quotations,
+            report.lines,
+            location,
+            report.elapsed,
+        );
+        pool
+    };
 
     let (auth, admin_mode) = match std::env::var("PERFSCOPE_ADMIN_TOKEN") {
         Ok(token) => (perfscope::AdminAuth::token(token)?, AdminMode::Token),
@@ -129,8 +143,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     };
 
+    // Several instances: with REDIS_URL, the caches share Redis and this instance joins the fleet's latency.
+    let fleet = fleet::Fleet::from_env(&perf)?;
+
     // Caches: registered with perfscope, so `/admin/perf/cache` reports (and can invalidate) them.
-    let (caches, responses) = caches::Caches::new()?;
+    let (caches, responses) = caches::Caches::new(&fleet)?;
     caches.register(&perf);
 
     let state = AppState {
@@ -160,6 +177,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
     print_banner(local, &admin_mode, mode);
+    if let Some(line) = fleet.describe() {
+        println!("fleet: {line}");
+    }
 
     // Loopback-only admin mode needs the peer address, hence `with_connect_info`.
     axum::serve(
@@ -170,8 +190,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
 
     tracing::info!("shutting down");
+    fleet.shutdown().await;
     pool.close().await;
-    location.remove_files();
+    // The database belongs to the instance that created it.
+    if !joins {
+        location.remove_files();
+    }
     Ok(())
 }
 

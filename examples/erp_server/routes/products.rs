@@ -19,8 +19,8 @@ use crate::pagination::Page;
 /// Longest product name accepted by `PUT`, in characters.
 const MAX_NAME_CHARS: usize = 200;
 
-/// A product as stored and as returned.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A product as stored and as returned (and, with a shared Redis, as kept there).
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub(crate) struct Product {
     pub(crate) id: i64,
     pub(crate) sku: String,
