@@ -51,6 +51,16 @@ impl HeaderPolicy {
         }
     }
 
+    /// The policy as resolved in this build, for the snapshot: `on`, `off` or `per_request`.
+    #[cfg(feature = "monitor")]
+    pub(crate) fn resolved(&self) -> &'static str {
+        match self {
+            HeaderPolicy::When(_) => "per_request",
+            _ if self.allows_without_head() => "on",
+            _ => "off",
+        }
+    }
+
     /// Whether the policy needs to see each request.
     pub(crate) fn needs_head(&self) -> bool {
         matches!(self, HeaderPolicy::When(_))

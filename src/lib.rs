@@ -73,6 +73,8 @@ use std::sync::Arc;
 
 #[cfg(feature = "axum")]
 mod admin;
+#[cfg(any(feature = "monitor", feature = "query"))]
+mod announce;
 mod builder;
 #[cfg(feature = "cache")]
 pub mod cache;
@@ -115,7 +117,7 @@ pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, is_valid_request_id};
 pub use route::MethodLabel;
 pub use snapshot::{
     Bucket, HungRequest, LatencyWindows, OverflowStats, Percentiles, PhaseTiming, RouteStats,
-    SlowRequest, Snapshot,
+    SettingsSnapshot, SlowRequest, Snapshot,
 };
 
 /// The handle of one perfscope instance: cheap to clone, everything it measures lives inside it.
@@ -138,6 +140,9 @@ struct Shared {
     /// The newest fleet publisher's state; weak, so dropping the publisher ends fleet reads too.
     #[cfg(all(feature = "redis", feature = "monitor"))]
     fleet: parking_lot::Mutex<std::sync::Weak<fleet::FleetShared>>,
+    /// Whether the settings line was logged (at the first layer made).
+    #[cfg(any(feature = "monitor", feature = "query"))]
+    announced: announce::Announcement,
 }
 
 /// Most caches one handle reports on; registering more replaces nothing and is refused.
@@ -171,6 +176,8 @@ impl Perfscope {
                 header_policy,
                 #[cfg(all(feature = "redis", feature = "monitor"))]
                 fleet: parking_lot::Mutex::new(std::sync::Weak::new()),
+                #[cfg(any(feature = "monitor", feature = "query"))]
+                announced: announce::Announcement::default(),
             }),
         }
     }
@@ -178,7 +185,31 @@ impl Perfscope {
     /// The tower layer that measures requests; add it with `Router::layer` after the routes.
     #[cfg(feature = "monitor")]
     pub fn layer(&self) -> MonitorLayer {
+        self.inner.announced.once(|| announce::settings_line(self));
         MonitorLayer::new(self.inner.monitor.clone())
+    }
+
+    /// The build and the monitor's settings in force (the `settings` of a snapshot).
+    pub(crate) fn snapshot_settings(&self) -> SettingsSnapshot {
+        #[cfg(feature = "monitor")]
+        {
+            let config = &self.inner.monitor.config;
+            SettingsSnapshot {
+                build: SettingsSnapshot::BUILD,
+                timing_headers: config.header_policy.resolved(),
+                slow_threshold_ms: config.slow_threshold.as_secs_f64() * 1000.0,
+                hung_threshold_ms: config.hung_threshold.as_secs_f64() * 1000.0,
+            }
+        }
+        #[cfg(not(feature = "monitor"))]
+        {
+            SettingsSnapshot {
+                build: SettingsSnapshot::BUILD,
+                timing_headers: "off",
+                slow_threshold_ms: 0.0,
+                hung_threshold_ms: 0.0,
+            }
+        }
     }
 
     /// Everything measured so far. Percentiles are computed here, not on the request path.
@@ -188,6 +219,7 @@ impl Perfscope {
             let view = self.inner.monitor.view(tokio::time::Instant::now());
             Snapshot {
                 taken_at_unix_ms: view.now_unix_ms,
+                settings: self.snapshot_settings(),
                 uptime_secs: view.uptime.as_secs_f64(),
                 in_flight: view.in_flight,
                 peak_in_flight: view.peak_in_flight,
@@ -207,6 +239,7 @@ impl Perfscope {
         {
             Snapshot {
                 taken_at_unix_ms: 0,
+                settings: self.snapshot_settings(),
                 uptime_secs: 0.0,
                 in_flight: 0,
                 peak_in_flight: 0,
@@ -268,6 +301,7 @@ impl Perfscope {
     /// [`Perfscope::layer`] so that it runs inside the monitor.
     #[cfg(feature = "query")]
     pub fn query_layer(&self) -> query::QueryLayer {
+        self.inner.announced.once(|| announce::settings_line(self));
         query::QueryLayer::new(self.inner.query.clone(), self.inner.header_policy.clone())
     }
 

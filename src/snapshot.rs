@@ -14,6 +14,9 @@ use serde::Serialize;
 pub struct Snapshot {
     /// Wall-clock time the snapshot was taken, in milliseconds since the Unix epoch.
     pub taken_at_unix_ms: u64,
+    /// The build and the settings in force, which the rest is read against (the detection profile and
+    /// thresholds are in `queries.detection`).
+    pub settings: SettingsSnapshot,
     /// Seconds since the [`Perfscope`](crate::Perfscope) handle was built.
     pub uptime_secs: f64,
     /// Requests in flight across all routes when the snapshot was taken.
@@ -38,6 +41,30 @@ pub struct Snapshot {
     /// What the query analyzer found: per-route query statistics and findings.
     #[cfg(feature = "query")]
     pub queries: crate::query::QueryStatsSnapshot,
+}
+
+/// The build and the monitor's settings in force.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct SettingsSnapshot {
+    /// `debug` or `release`: perfscope's defaults follow it (timing headers on in debug builds only; the
+    /// query detection profile `development` in debug builds, `production` in release builds).
+    pub build: &'static str,
+    /// Whether the monitor adds `X-Response-Time` and `Server-Timing`: `on`, `off`, or `per_request` (a
+    /// predicate decides), as resolved in this build. `X-Request-Id` is always sent.
+    pub timing_headers: &'static str,
+    /// Duration from which a request is slow, milliseconds (the default; routes may have their own).
+    pub slow_threshold_ms: f64,
+    /// Duration in flight from which a request is listed as hung, milliseconds.
+    pub hung_threshold_ms: f64,
+}
+
+impl SettingsSnapshot {
+    pub(crate) const BUILD: &'static str = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
 }
 
 /// Latency, status and outcome statistics of one (method, route template).

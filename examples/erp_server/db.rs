@@ -281,7 +281,9 @@ pub(crate) fn joins_existing() -> Result<bool, String> {
 }
 
 /// Opens the database another instance created and seeded, without changing it; an error names what is missing.
-pub(crate) async fn open_existing(location: &Location) -> Result<AnyPool, Box<dyn std::error::Error>> {
+pub(crate) async fn open_existing(
+    location: &Location,
+) -> Result<AnyPool, Box<dyn std::error::Error>> {
     sqlx::any::install_default_drivers();
     let (url, max) = match location {
         Location::Sqlite(path) => {

@@ -39,7 +39,9 @@ mod shared {
     impl Fleet {
         /// Connects to `REDIS_URL` when it is set. The connection is made lazily: the server starts (and serves
         /// from its own caches and database) while Redis is down, and uses it once it answers.
-        pub(crate) fn from_env(perf: &perfscope::Perfscope) -> Result<Self, Box<dyn std::error::Error>> {
+        pub(crate) fn from_env(
+            perf: &perfscope::Perfscope,
+        ) -> Result<Self, Box<dyn std::error::Error>> {
             let Some(url) = super::redis_url() else {
                 return Ok(Fleet {
                     level: None,
@@ -69,7 +71,10 @@ mod shared {
         }
 
         /// `builder` with its invalidations shared between instances (its values stay in the process).
-        pub(crate) fn share_invalidations<K, V>(&self, builder: CacheBuilder<K, V>) -> CacheBuilder<K, V>
+        pub(crate) fn share_invalidations<K, V>(
+            &self,
+            builder: CacheBuilder<K, V>,
+        ) -> CacheBuilder<K, V>
         where
             K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
             V: Clone + Send + Sync + 'static,
@@ -111,11 +116,16 @@ mod shared {
             builder
         }
 
-        pub(crate) fn share_invalidations<K, V>(&self, builder: CacheBuilder<K, V>) -> CacheBuilder<K, V> {
+        pub(crate) fn share_invalidations<K, V>(
+            &self,
+            builder: CacheBuilder<K, V>,
+        ) -> CacheBuilder<K, V> {
             builder
         }
 
-        pub(crate) fn from_env(_: &perfscope::Perfscope) -> Result<Self, Box<dyn std::error::Error>> {
+        pub(crate) fn from_env(
+            _: &perfscope::Perfscope,
+        ) -> Result<Self, Box<dyn std::error::Error>> {
             match super::redis_url() {
                 None => Ok(Fleet),
                 Some(_) => Err(format!(

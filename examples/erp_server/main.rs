@@ -46,7 +46,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use perfscope::query::{DetectConfig, Dialect, QueryConfig};
+use perfscope::query::{Dialect, QueryConfig};
 use sqlx::AnyPool;
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
@@ -85,18 +85,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let location = db::Location::from_env()?;
 
     // perfscope: one handle; its layers measure the application routes and their queries, its admin router
-    // serves the results. The development thresholds flag an N+1 however fast the database answers.
+    // serves the results. Detection uses the build's profile: `development` in a debug build, `production` in a
+    // release build, where a loop that is fast on today's data is still listed (as `info`); the first layer
+    // logs which profile and thresholds are in force, and the snapshot says so too.
     let dialect = match location {
         db::Location::Postgres(_) => Dialect::PostgreSql,
         _ => Dialect::Sqlite,
     };
     let perf = perfscope::Perfscope::builder()
         .slow_threshold(Duration::from_millis(200)) // ERP target: every page under 200 ms
-        .query(
-            QueryConfig::default()
-                .dialect(dialect)
-                .detect(DetectConfig::development()),
-        )
+        .query(QueryConfig::default().dialect(dialect))
         .build()?;
 
     // The log at INFO (or RUST_LOG) on its own layer; perfscope's capture layer brings its own filter, which

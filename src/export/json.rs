@@ -67,6 +67,12 @@ mod tests {
         Snapshot {
             taken_at_unix_ms: 1_700_000_000_000,
             uptime_secs: 1.25,
+            settings: crate::SettingsSnapshot {
+                build: "debug",
+                timing_headers: "on",
+                slow_threshold_ms: 1000.0,
+                hung_threshold_ms: 10_000.0,
+            },
             in_flight: 0,
             peak_in_flight: 2,
             requests_total: 3,

@@ -853,6 +853,12 @@ mod tests {
         Snapshot {
             taken_at_unix_ms: 1_700_000_000_000,
             uptime_secs: 12.5,
+            settings: crate::SettingsSnapshot {
+                build: "debug",
+                timing_headers: "on",
+                slow_threshold_ms: 1000.0,
+                hung_threshold_ms: 10_000.0,
+            },
             in_flight: 1,
             peak_in_flight: 3,
             requests_total: 12,

@@ -202,6 +202,11 @@ fn millis(duration: Duration) -> f64 {
 }
 
 impl Analyzer {
+    /// The detector's settings.
+    pub(crate) fn detect_config(&self) -> &super::detect::DetectConfig {
+        &self.config.detect
+    }
+
     pub(crate) fn new(config: QueryConfig) -> Self {
         let limits = config.limits;
         Analyzer {
@@ -433,6 +438,7 @@ impl Analyzer {
             analysis_failures: self.settle_failures.load(Ordering::Relaxed),
             routes: route_stats,
             findings,
+            detection: super::report::DetectionSettings::of(&self.config.detect),
         }
     }
 }

@@ -18,8 +18,8 @@ pub use memo::{DEFAULT_MAX_FINGERPRINTS, DEFAULT_MAX_RAW, FingerprintMemo};
 pub use parse::{MAX_PARSE_LEN, RECURSION_LIMIT, enrich};
 
 pub use detect::{
-    Confidence, DetectConfig, Finding, FindingKind, PatternMember, Recommendation, RouteBaseline,
-    Severity, SourceEvidence, detect,
+    Confidence, DetectConfig, DetectProfile, Finding, FindingKind, PatternMember, Recommendation,
+    RouteBaseline, Severity, SourceEvidence, detect,
 };
 
 pub(crate) mod analyzer;
@@ -43,6 +43,6 @@ pub use fuzzing::analyze_for_fuzzing;
 pub use histogram::QueriesPerRequest;
 pub use layer::{QueryLayer, QueryService, ResponseFuture, X_QUERY_COUNT};
 pub use report::{
-    FindingSummary, FingerprintStats, QueryStatsSnapshot, RequestFingerprint, RequestReport,
-    RouteQueryStats,
+    DetectionSettings, FindingSummary, FingerprintStats, QueryStatsSnapshot, RequestFingerprint,
+    RequestReport, RouteQueryStats,
 };

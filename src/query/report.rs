@@ -27,6 +27,47 @@ pub struct QueryStatsSnapshot {
     pub routes: Vec<RouteQueryStats>,
     /// Distinct findings, most recently seen first.
     pub findings: Vec<FindingSummary>,
+    /// The detection profile and the thresholds in force.
+    pub detection: DetectionSettings,
+}
+
+/// The detector's profile and main thresholds, as configured ([`DetectConfig`](super::DetectConfig)).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct DetectionSettings {
+    /// The defaults the config started from: `development` or `production` (release builds use `production`
+    /// unless the application chose otherwise).
+    pub profile: super::DetectProfile,
+    /// Repeats of one read from one call site that make an N+1.
+    pub n_plus_one_min_repeats: u64,
+    /// Summed time from which an N+1 or MN+1 is a warning, milliseconds; below it, it is listed as `info`.
+    pub n_plus_one_warning_ms: f64,
+    /// Duration from which one execution is a slow query, milliseconds.
+    pub slow_query_ms: f64,
+    /// Queries per request allowed before a `query_budget` finding.
+    pub query_budget: u64,
+    /// Findings below this confidence are not kept.
+    pub min_confidence: super::Confidence,
+}
+
+/// The settings of [`QueryConfig::default`](super::QueryConfig::default) in this build.
+impl Default for DetectionSettings {
+    fn default() -> Self {
+        DetectionSettings::of(&super::QueryConfig::default().detect)
+    }
+}
+
+impl DetectionSettings {
+    pub(crate) fn of(config: &super::DetectConfig) -> Self {
+        DetectionSettings {
+            profile: config.profile,
+            n_plus_one_min_repeats: config.n_plus_one_min_repeats,
+            n_plus_one_warning_ms: config.n_plus_one_min_total.as_secs_f64() * 1000.0,
+            slow_query_ms: config.slow_query.as_secs_f64() * 1000.0,
+            query_budget: config.query_budget,
+            min_confidence: config.min_confidence,
+        }
+    }
 }
 
 /// Query statistics of one (method, route template).

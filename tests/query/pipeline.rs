@@ -365,3 +365,109 @@ async fn a_request_that_runs_no_query_counts_on_its_route_and_reports_zero() {
         .expect("the route is in the query statistics");
     assert_eq!((route.requests, route.queries), (3, 0));
 }
+
+/// In production's profile a loop that is fast today (20 lookups, 0.3 ms in all) is still listed, as `info`,
+/// with its count; the snapshot says which profile and thresholds are in force.
+#[tokio::test]
+async fn production_lists_a_fast_loop_and_the_snapshot_names_the_profile() {
+    let perf = Perfscope::builder()
+        .query(
+            QueryConfig::default()
+                .dialect(Dialect::Sqlite)
+                .detect(DetectConfig::production()),
+        )
+        .build()
+        .unwrap();
+    let recorder = perf.query_recorder();
+    let ctx = context("/api/products/lookups");
+    recorder.record_in(
+        &ctx,
+        "SELECT id FROM products ORDER BY id LIMIT 20",
+        Duration::from_micros(15),
+        Some(20),
+    );
+    for id in 1..=20 {
+        recorder.record_in(
+            &ctx,
+            &format!("SELECT name FROM products WHERE id = {id}"),
+            Duration::from_micros(15),
+            Some(1),
+        );
+    }
+    let report = settled(&perf, ctx).await;
+    let loops: Vec<_> = report.n_plus_one().collect();
+    assert_eq!(loops.len(), 1, "{:#?}", report.findings);
+    assert_eq!(loops[0].count, 20);
+    assert_eq!(loops[0].severity, perfscope::query::Severity::Info);
+
+    let snapshot = perf.snapshot();
+    let detection = &snapshot.queries.detection;
+    assert_eq!(
+        detection.profile,
+        perfscope::query::DetectProfile::Production
+    );
+    assert_eq!(detection.n_plus_one_min_repeats, 5);
+    assert_eq!(detection.n_plus_one_warning_ms, 20.0);
+    let json = perfscope::export::json(&snapshot);
+    assert!(json.contains(r#""profile":"production""#), "{json}");
+    assert!(
+        json.contains(&format!(
+            r#""build":"{}""#,
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+        )),
+        "{json}"
+    );
+}
+
+/// The first layer made logs, once, the build and the thresholds in force.
+#[test]
+fn the_first_layer_logs_the_settings_in_force_once() {
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<String>>>);
+    struct Message<'a>(&'a mut String);
+    impl tracing::field::Visit for Message<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                *self.0 = format!("{value:?}");
+            }
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Lines {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if event.metadata().target() == "perfscope" {
+                let mut line = String::new();
+                event.record(&mut Message(&mut line));
+                self.0.lock().unwrap().push(line);
+            }
+        }
+    }
+
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::registry().with(lines.clone());
+    let perf = Perfscope::builder()
+        .query(QueryConfig::default().detect(DetectConfig::production()))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        let _ = perf.layers();
+        let _ = perf.layer();
+        let _ = perf.query_layer();
+    });
+    let lines = lines.0.lock().unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    assert!(lines[0].contains(&format!("{build} build")), "{}", lines[0]);
+    assert!(lines[0].contains("profile production"), "{}", lines[0]);
+    assert!(lines[0].contains("N+1 from 5 repeats"), "{}", lines[0]);
+}

@@ -8,9 +8,11 @@ use crate::query::model::FingerprintId;
 
 /// Thresholds and allowlists of the detector.
 ///
-/// `Default` is safe for production (sampled traffic, few false positives): N+1 from 5 repeats and 20 ms,
-/// slow queries from 500 ms. [`DetectConfig::development`] is stricter, for tests and local runs: N+1 from 3
-/// repeats at any total time, slow queries from 100 ms. The parallelizable-sequence rule (R6) is off in both;
+/// `Default` is safe for production (sampled traffic, few false positives): N+1 from 5 repeats (a warning from
+/// 20 ms of summed time, listed as information below it), slow queries from 500 ms.
+/// [`DetectConfig::development`] is stricter, for tests and local runs: N+1 from 3 repeats, a warning at any
+/// total time, slow queries from 100 ms. [`DetectConfig::profile`] says which of the two a config started from;
+/// the snapshot reports it with the thresholds in force. The parallelizable-sequence rule (R6) is off in both;
 /// turn it on with [`DetectConfig::parallelizable`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -35,7 +37,28 @@ pub struct DetectConfig {
     pub(crate) allowed_routes: Vec<Box<str>>,
     pub(crate) min_confidence: Confidence,
     pub(crate) max_findings: usize,
+    pub(crate) profile: DetectProfile,
     disabled: u32,
+}
+
+/// Which set of defaults a [`DetectConfig`] started from (its setters change thresholds, not the profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DetectProfile {
+    /// [`DetectConfig::development`]: every pattern at its full severity, however fast.
+    Development,
+    /// [`DetectConfig::production`] (`Default`): quieter severities for patterns that cost little today.
+    Production,
+}
+
+impl std::fmt::Display for DetectProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DetectProfile::Development => "development",
+            DetectProfile::Production => "production",
+        })
+    }
 }
 
 /// Findings kept per request by default.
@@ -64,6 +87,7 @@ impl Default for DetectConfig {
             allowed_routes: Vec::new(),
             min_confidence: Confidence::Low,
             max_findings: DEFAULT_MAX_FINDINGS,
+            profile: DetectProfile::Production,
             disabled: FindingKind::Parallelizable.bit(),
         }
     }
@@ -82,8 +106,14 @@ impl DetectConfig {
             n_plus_one_min_total: Duration::ZERO,
             slow_query: Duration::from_millis(100),
             pool_wait: Duration::from_millis(10),
+            profile: DetectProfile::Development,
             ..DetectConfig::default()
         }
+    }
+
+    /// Which defaults this config started from.
+    pub fn profile(&self) -> DetectProfile {
+        self.profile
     }
 
     /// Repeats of one statement from one call site needed for an N+1 (production 5, development 3; at
@@ -93,7 +123,8 @@ impl DetectConfig {
         self
     }
 
-    /// Summed time of the repeats needed for an N+1 or MN+1 (production 20 ms, development 0).
+    /// Summed time of the repeats from which an N+1 or MN+1 is a warning (production 20 ms, development 0);
+    /// below it the loop is still reported, with severity `info`.
     pub fn n_plus_one_min_total(mut self, total: Duration) -> Self {
         self.n_plus_one_min_total = total;
         self

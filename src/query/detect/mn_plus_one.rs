@@ -157,10 +157,7 @@ fn report(
         }
     }
     let explained = pattern.members.iter().all(|(id, _)| covered.contains(id));
-    if explained
-        || pattern.total < ctx.config.n_plus_one_min_total
-        || !out.wants(FindingKind::MnPlusOne)
-    {
+    if explained || !out.wants(FindingKind::MnPlusOne) {
         return;
     }
     let Some(&(first, site)) = pattern.members.first() else {
@@ -182,12 +179,13 @@ fn report(
         _ => Confidence::Medium,
     };
     let statement = ctx.statement(first);
-    let mut finding = ctx.finding(
-        FindingKind::MnPlusOne,
-        statement,
-        confidence,
-        Severity::Warning,
-    );
+    // Below the time threshold the pattern is still there, only cheap today: listed, at the lowest severity.
+    let severity = if pattern.total < ctx.config.n_plus_one_min_total {
+        Severity::Info
+    } else {
+        Severity::Warning
+    };
+    let mut finding = ctx.finding(FindingKind::MnPlusOne, statement, confidence, severity);
     let batched: Duration = pattern.member_max.iter().sum();
     let saving = millis(pattern.total.saturating_sub(batched));
     finding.tables = tables(ctx, &ids);

@@ -9,9 +9,9 @@
 //!
 //! | Rule | Kind | Fires when (production defaults; "dev": [`DetectConfig::development`]) |
 //! |---|---|---|
-//! | R1 | `n_plus_one` | one read statement from one call site ran ≥ 5 (dev 3) times for ≥ 20 ms (dev 0) in total, with different or unknown parameters |
+//! | R1 | `n_plus_one` | one read statement from one call site ran ≥ 5 (dev 3) times, with different or unknown parameters (severity `info` below 20 ms in total; dev: any time) |
 //! | R2 | `duplicate` | one `SELECT` ran ≥ 2 times with the same parameters |
-//! | R3 | `mn_plus_one` | a sequence of 2–5 different statements repeated ≥ 3 times in a row, not already explained by R1 |
+//! | R3 | `mn_plus_one` | a sequence of 2–5 different statements repeated ≥ 3 times in a row, not already explained by R1 (severity `info` below 20 ms in total) |
 //! | R4 | `slow_query` | one execution took ≥ 500 ms (dev 100 ms) |
 //! | R5 | `select_star` | the outermost projection is `*` or `t.*` (not `COUNT(*)`) |
 //! | R6 | `parallelizable` | off by default: ≥ 2 back-to-back independent `SELECT`s, each > 30 ms, saving ≥ 100 ms and ≥ 10 % |
@@ -63,7 +63,7 @@ use serde::Serialize;
 use super::model::{FingerprintId, FingerprintInfo, RequestQueries};
 
 pub use baseline::{DEFAULT_BASELINE_WINDOW, RouteBaseline};
-pub use config::{DEFAULT_MAX_FINDINGS, DetectConfig};
+pub use config::{DEFAULT_MAX_FINDINGS, DetectConfig, DetectProfile};
 
 use context::Context;
 
