@@ -25,10 +25,13 @@
 //!   `json`; [`Perfscope::publish_fleet`] must be running); `503` with a JSON `{"error": …}` when it is not, or
 //!   when Redis cannot be reached.
 //! - `GET /metrics`: Prometheus text exposition.
-//! - `GET /cache`: totals over the registered caches (`hits`, `misses`, `stale_hits`, `hit_ratio`, `entries`,
-//!   `weighted_bytes`) and each cache's statistics (features `cache` and `json`).
+//! - `GET /cache`: totals over the registered caches (`hits`, `misses`, `stale_hits`, `coalesced`, `hit_ratio`,
+//!   `entries`, `weighted_bytes`) and each cache's statistics (features `cache` and `json`).
 //! - `POST /cache/invalidate`: a JSON body with one of `key`, `tag`, `prefix` or `pattern` (a glob, which scans),
-//!   and optionally `cache` (a registered cache's name; all caches when absent). Answers with what it did.
+//!   and optionally `cache` (a registered cache's name; all caches when absent). Answers with what it did:
+//!   `{"caches": [..], "kind": "key", "lazy": false, "entries_removed": 1}` for a key or a pattern (entries
+//!   removed now); for a tag or a prefix, an O(1) version bump, `"lazy": true`, `"entries_removed": null` and a
+//!   `message`: the entries it covers are never served again and the sweep frees them.
 //!
 //! # Authentication
 //! [`AdminAuth::token`]: the request must carry `Authorization: Bearer <token>` or `X-Admin-Key: <token>`;
@@ -410,13 +413,12 @@ where
                 let caches = stats_perf.snapshot().caches;
                 let sum = |read: fn(&crate::cache::CacheStatsSnapshot) -> u64| caches.iter().map(read).sum::<u64>();
                 let (hits, misses, stale_hits) = (sum(|c| c.hits), sum(|c| c.misses), sum(|c| c.stale_hits));
-                let lookups = hits + misses + stale_hits;
-                let hit_ratio = if lookups == 0 { 0.0 } else { (hits + stale_hits) as f64 / lookups as f64 };
                 let body = json!({
                     "hits": hits,
                     "misses": misses,
                     "stale_hits": stale_hits,
-                    "hit_ratio": hit_ratio,
+                    "coalesced": sum(|c| c.coalesced),
+                    "hit_ratio": crate::cache::hit_ratio(hits, stale_hits, misses),
                     "entries": sum(|c| c.entries),
                     "weighted_bytes": sum(|c| c.weighted_bytes),
                     "caches": caches,
@@ -456,24 +458,45 @@ where
                 if let (Some(name), true) = (&order.cache, caches.is_empty()) {
                     return json_response(StatusCode::NOT_FOUND, &json!({ "error": format!("no cache named {name:?}") }));
                 }
-                let mut keys_found = 0u64;
-                let mut matched = 0u64;
-                for cache in &caches {
-                    if let Some(key) = &order.key {
-                        keys_found += u64::from(cache.invalidate_key_str(key));
-                    } else if let Some(tag) = &order.tag {
-                        cache.invalidate_tag(tag);
-                    } else if let Some(prefix) = &order.prefix {
-                        cache.invalidate_prefix(prefix);
-                    } else if let Some(pattern) = &order.pattern {
-                        matched += cache.invalidate_matching(pattern);
+                // What happened, by kind: a key or a pattern removes entries now (counted); a tag or a prefix
+                // is an O(1) version bump, so the entries it covers are not counted: they are never served
+                // again, and the sweep frees them.
+                let mut removed = 0u64;
+                let kind = if let Some(key) = &order.key {
+                    for cache in &caches {
+                        removed += u64::from(cache.invalidate_key_str(key));
                     }
-                }
+                    "key"
+                } else if let Some(tag) = &order.tag {
+                    caches.iter().for_each(|cache| cache.invalidate_tag(tag));
+                    "tag"
+                } else if let Some(prefix) = &order.prefix {
+                    caches.iter().for_each(|cache| cache.invalidate_prefix(prefix));
+                    "prefix"
+                } else if let Some(pattern) = &order.pattern {
+                    for cache in &caches {
+                        removed += cache.invalidate_matching(pattern);
+                    }
+                    "pattern"
+                } else {
+                    return bad("give exactly one of key, tag, prefix, pattern".to_owned());
+                };
+                let lazy = matches!(kind, "tag" | "prefix");
                 let names: Vec<&str> = caches.iter().map(|cache| cache.name()).collect();
-                json_response(
-                    StatusCode::OK,
-                    &json!({ "caches": names, "keys_found": keys_found, "pattern_matches": matched }),
-                )
+                let answer = if lazy {
+                    json!({
+                        "caches": names,
+                        "kind": kind,
+                        "lazy": true,
+                        "entries_removed": null,
+                        "message": format!(
+                            "every entry of these caches under this {kind} is no longer served; the sweep frees them"
+                        ),
+                    })
+                } else {
+                    json!({ "caches": names, "kind": kind, "lazy": false, "entries_removed": removed })
+                };
+                json_response(StatusCode::OK, &answer)
             }),
         )
 }

@@ -172,7 +172,14 @@ async fn cache_statistics_and_invalidation_are_served() {
     let (status, _, body) = send(&app, admin("GET", "/admin/perf/cache", "")).await;
     assert_eq!(status, StatusCode::OK);
     let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    for field in ["hits", "misses", "hit_ratio", "entries", "weighted_bytes"] {
+    for field in [
+        "hits",
+        "misses",
+        "coalesced",
+        "hit_ratio",
+        "entries",
+        "weighted_bytes",
+    ] {
         assert!(stats.get(field).is_some(), "missing {field}");
     }
     assert_eq!(
@@ -191,7 +198,8 @@ async fn cache_statistics_and_invalidation_are_served() {
     assert_eq!(send(&app, request).await.0, StatusCode::UNAUTHORIZED);
     assert!(products.get(&CacheKey::new("product").part(1)).is_some());
 
-    let (status, _, _) = send(
+    // A tag is a version bump: the answer says it is lazy instead of counting entries it did not visit.
+    let (status, _, body) = send(
         &app,
         admin(
             "POST",
@@ -202,6 +210,17 @@ async fn cache_statistics_and_invalidation_are_served() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert!(products.get(&CacheKey::new("product").part(1)).is_none());
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["kind"], "tag");
+    assert_eq!(answer["lazy"], true);
+    assert!(answer["entries_removed"].is_null(), "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer served")
+    );
+    // A key is removed now, and counted.
     let (status, _, body) = send(
         &app,
         admin(
@@ -213,6 +232,16 @@ async fn cache_statistics_and_invalidation_are_served() {
     .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert!(products.get(&CacheKey::new("product").part(2)).is_none());
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (&answer["kind"], &answer["lazy"], &answer["entries_removed"]),
+        (
+            &serde_json::json!("key"),
+            &serde_json::json!(false),
+            &serde_json::json!(1)
+        ),
+        "{answer}"
+    );
     for bad in [
         r#"{"tag":"a","key":"b"}"#,
         r#"{}"#,

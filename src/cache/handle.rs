@@ -28,15 +28,23 @@ where
         let load_nanos = c.sum(Counter::LoadNanos);
         let (load_time_buckets, load_time) = stats.load_time.read(load_nanos);
         let tags = self.tags.stats();
+        // Entries and bytes per namespace as they are now (the sweep's counts are as old as the last sweep).
+        let tally = self.tally();
         let namespaces = stats
             .namespaces
             .list()
             .into_iter()
             .filter_map(|(name, index)| {
+                let live = tally.as_ref().map(|t| {
+                    t.namespaces
+                        .get(usize::from(index))
+                        .copied()
+                        .unwrap_or((0, 0))
+                });
                 stats
                     .namespaces
                     .slot(index)
-                    .map(|slot| namespace_stats(name, slot))
+                    .map(|slot| namespace_stats(name, slot, live))
             })
             .collect();
         CacheStatsSnapshot {
@@ -52,7 +60,7 @@ where
             hit_ratio: hit_ratio(hits, stale_hits, misses),
             evictions: evictions(c),
             entries: self.table.len() as u64,
-            weighted_bytes: self.weighted_bytes(),
+            weighted_bytes: self.weighted_bytes(tally.as_ref()),
             max_entries: self.max_entries,
             max_weight_bytes: self.max_weight,
             load_time,

@@ -11,6 +11,7 @@ pub mod l2;
 mod loaded;
 mod pattern;
 mod stats;
+pub(crate) use stats::hit_ratio;
 mod store;
 mod sweeper;
 mod tags;

@@ -338,7 +338,8 @@ pub struct NamespaceStats {
     pub namespace: String,
     /// Lookups that found a fresh value.
     pub hits: u64,
-    /// Lookups that found no usable value (including callers that then waited for another caller's load).
+    /// Lookups that found no usable value and ran the loader (or read the second level); callers that waited
+    /// for another caller's load are `coalesced`, not misses.
     pub misses: u64,
     /// Lookups served a stale value while it was refreshed in the background.
     pub stale_hits: u64,
@@ -356,9 +357,9 @@ pub struct NamespaceStats {
     pub hit_ratio: f64,
     /// Entries removed, by cause.
     pub evictions: Evictions,
-    /// Entries of this namespace counted by the last sweep (`run_pending_tasks`).
+    /// Entries of this namespace now (for caches of more than 200,000 entries, as the last sweep counted them).
     pub entries: u64,
-    /// Weighted bytes of this namespace counted by the last sweep.
+    /// Weighted bytes of this namespace, counted like `entries`.
     pub weighted_bytes: u64,
 }
 
@@ -460,7 +461,8 @@ pub struct CacheStatsSnapshot {
     pub name: String,
     /// Lookups that found a fresh value.
     pub hits: u64,
-    /// Lookups that found no usable value (including callers that then waited for another caller's load).
+    /// Lookups that found no usable value and ran the loader (or read the second level); callers that waited
+    /// for another caller's load are `coalesced`, not misses.
     pub misses: u64,
     /// Lookups served a stale value while it was refreshed in the background.
     pub stale_hits: u64,
@@ -559,7 +561,12 @@ pub(crate) fn evictions(counters: &Counters) -> Evictions {
     }
 }
 
-pub(crate) fn namespace_stats(name: String, slot: &NamespaceSlot) -> NamespaceStats {
+/// The statistics of one namespace; `live` is its (entries, bytes) counted now, else the last sweep's serve.
+pub(crate) fn namespace_stats(
+    name: String,
+    slot: &NamespaceSlot,
+    live: Option<(u64, u64)>,
+) -> NamespaceStats {
     let c = &slot.counters;
     let (hits, stale_hits, misses) = (
         c.sum(Counter::Hits),
@@ -578,8 +585,8 @@ pub(crate) fn namespace_stats(name: String, slot: &NamespaceSlot) -> NamespaceSt
         load_time_sum_secs: c.sum(Counter::LoadNanos) as f64 / 1e9,
         hit_ratio: hit_ratio(hits, stale_hits, misses),
         evictions: evictions(c),
-        entries: slot.swept_entries.load(Ordering::Relaxed),
-        weighted_bytes: slot.swept_bytes.load(Ordering::Relaxed),
+        entries: live.map_or_else(|| slot.swept_entries.load(Ordering::Relaxed), |(n, _)| n),
+        weighted_bytes: live.map_or_else(|| slot.swept_bytes.load(Ordering::Relaxed), |(_, b)| b),
     }
 }
 

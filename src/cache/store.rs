@@ -935,11 +935,10 @@ where
             .await;
         let (guard, fallback) = match found {
             EntryResult::Retained(Found::Fresh(stored, now)) => {
-                let stripe = slot::current();
-                inner.stats.add(stripe, stored.meta.ns, Counter::Misses, 1);
+                // It waited for another caller's load: neither a hit nor a miss (it ran no loader).
                 inner
                     .stats
-                    .add(stripe, stored.meta.ns, Counter::Coalesced, 1);
+                    .add(slot::current(), stored.meta.ns, Counter::Coalesced, 1);
                 request_miss(inner.clock.since(started));
                 let age = inner.age(&stored, now, with_age);
                 return Ok(Fetched {

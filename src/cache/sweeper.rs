@@ -10,6 +10,17 @@ use super::stats::{Counter, NO_NAMESPACE};
 use super::store::{DeadBy, Inner, State};
 use crate::thread_slot as slot;
 
+/// Largest table [`Inner::tally`] walks for a statistics read (about a millisecond per 100,000 entries); larger
+/// caches report the last sweep's entries per namespace and bytes.
+pub(crate) const LIVE_TALLY_MAX_ENTRIES: usize = 200_000;
+
+/// What [`Inner::tally`] counted: weighted bytes, and per namespace index its entries and bytes.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    pub(crate) bytes: u64,
+    pub(crate) namespaces: Vec<(u64, u64)>,
+}
+
 impl<K, V> Inner<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -66,12 +77,40 @@ where
         self.stats.sweeps.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Live weighted bytes: the table's weight when it counts bytes, else what the last sweep counted.
-    pub(crate) fn weighted_bytes(&self) -> u64 {
-        match self.weight_mode {
-            EntryWeighter::Bytes { .. } => self.table.weight(),
-            EntryWeighter::Count => self.stats.swept_bytes.load(Ordering::Relaxed),
+    /// Live weighted bytes: the table's weight when it counts bytes, else `tally`'s count or, without one (a
+    /// table too large to walk for a read), what the last sweep counted.
+    pub(crate) fn weighted_bytes(&self, tally: Option<&Tally>) -> u64 {
+        match (self.weight_mode, tally) {
+            (EntryWeighter::Bytes { .. }, _) => self.table.weight(),
+            (EntryWeighter::Count, Some(tally)) => tally.bytes,
+            (EntryWeighter::Count, None) => self.stats.swept_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Entries and weighted bytes of the table now, in total and per namespace: one pass over the table (each
+    /// shard locked in turn, as a sweep does), for a statistics read. `None` past [`LIVE_TALLY_MAX_ENTRIES`]
+    /// entries, where the last sweep's counts serve instead.
+    pub(crate) fn tally(&self) -> Option<Tally> {
+        if self.table.len() > LIVE_TALLY_MAX_ENTRIES {
+            return None;
+        }
+        // `retain` takes an `Fn`: count through cells, as the sweep does.
+        let bytes = Cell::new(0_u64);
+        let namespaces: Vec<Cell<(u64, u64)>> =
+            vec![Cell::new((0, 0)); self.stats.namespaces.capacity()];
+        self.table.retain(|_, stored| {
+            let weight = u64::from(stored.meta.bytes);
+            bytes.set(bytes.get() + weight);
+            if let Some(tally) = namespaces.get(usize::from(stored.meta.ns)) {
+                let (entries, ns_bytes) = tally.get();
+                tally.set((entries + 1, ns_bytes + weight));
+            }
+            true
+        });
+        Some(Tally {
+            bytes: bytes.into_inner(),
+            namespaces: namespaces.into_iter().map(Cell::into_inner).collect(),
+        })
     }
 }
 

@@ -116,6 +116,34 @@ fn weighted_bytes_follow_the_weigher() {
     assert_eq!(cache.stats().max_weight_bytes, Some(1 << 20));
 }
 
+/// Without a weigher an entry still weighs its key, its value's inline size and the cache's bookkeeping, and the
+/// namespaces' entries add up to the total, with no sweep run.
+#[test]
+fn a_cache_without_a_weigher_reports_its_weight_and_namespace_entries_now() {
+    let cache: Cache<CacheKey, u64> = builder().build().unwrap();
+    for id in 0..30_u64 {
+        let namespace = ["product", "customer", "quotation"][id as usize % 3];
+        cache.insert(CacheKey::new(namespace).part(id), id);
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.sweeps, 0);
+    assert_eq!(stats.entries, 30);
+    let per_entry = stats.weighted_bytes / 30;
+    // The docs: the key, the entry's metadata (about 100 bytes) and the table's overhead.
+    assert!(
+        (100..400).contains(&per_entry),
+        "{per_entry} bytes per entry"
+    );
+    let entries: u64 = stats.namespaces.iter().map(|n| n.entries).sum();
+    assert_eq!(entries, stats.entries, "{:?}", stats.namespaces);
+    let bytes: u64 = stats.namespaces.iter().map(|n| n.weighted_bytes).sum();
+    assert_eq!(bytes, stats.weighted_bytes);
+    cache.invalidate(&CacheKey::new("product").part(0_u64));
+    let stats = cache.stats();
+    assert_eq!(stats.namespaces[0].entries, 9);
+    assert_eq!(stats.entries, 29);
+}
+
 #[test]
 fn a_namespace_function_for_other_keys() {
     let cache: Cache<(&'static str, u32), u32> = builder()
