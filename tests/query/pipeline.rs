@@ -471,3 +471,68 @@ fn the_first_layer_logs_the_settings_in_force_once() {
     assert!(lines[0].contains("profile production"), "{}", lines[0]);
     assert!(lines[0].contains("N+1 from 5 repeats"), "{}", lines[0]);
 }
+
+/// Every field name of the JSON snapshot, with routes, a cache, queries and findings in it, is documented in
+/// `docs/schema.md`.
+#[tokio::test]
+async fn every_json_field_is_documented_in_the_schema() {
+    use perfscope::cache::{Cache, CacheKey};
+
+    let perf = Perfscope::builder()
+        .timing_headers(HeaderPolicy::Always)
+        .slow_threshold(Duration::ZERO)
+        .query(
+            QueryConfig::default()
+                .dialect(Dialect::Sqlite)
+                .detect(DetectConfig::development()),
+        )
+        .build()
+        .unwrap();
+    let products: Cache<CacheKey, u64> = Cache::builder().name("products").build().unwrap();
+    perf.register_cache(products.handle());
+    products
+        .get_or_compute(&CacheKey::new("product").part(1), || async { 1 })
+        .await
+        .unwrap();
+    let _ = products.get(&CacheKey::new("product").part(1));
+    let app = quotations_app(&perf);
+    for _ in 0..2 {
+        send(&app, get_request("/api/quotations")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let json: serde_json::Value =
+        serde_json::from_str(&perfscope::export::json(&perf.snapshot())).unwrap();
+
+    // Keys of maps (status codes, skip reasons) are data, not fields.
+    const MAPS: [&str; 3] = ["statuses", "skipped", "quotations_by_status"];
+    fn collect(value: &serde_json::Value, keys: &mut std::collections::BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    keys.insert(key.clone());
+                    if !MAPS.contains(&key.as_str()) {
+                        collect(value, keys);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| collect(item, keys)),
+            _ => {}
+        }
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    collect(&json, &mut keys);
+    assert!(
+        keys.contains("findings") && keys.contains("namespaces"),
+        "{keys:?}"
+    );
+    let schema =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/schema.md")).unwrap();
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|key| !schema.contains(&format!("`{key}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "fields missing from docs/schema.md: {missing:?}"
+    );
+}
