@@ -120,6 +120,12 @@ pub use snapshot::{
     SettingsSnapshot, SlowRequest, Snapshot,
 };
 
+/// The README's and the guide's code, compiled (and the self-contained parts run) by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+#[doc = include_str!("../docs/guide.md")]
+pub struct ReadmeAndGuideDoctests;
+
 /// The handle of one perfscope instance: cheap to clone, everything it measures lives inside it.
 #[derive(Debug, Clone)]
 #[cfg_attr(not(feature = "monitor"), allow(dead_code))]
