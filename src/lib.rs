@@ -80,6 +80,8 @@ mod context;
 #[cfg(feature = "axum")]
 mod context_extract;
 mod context_layer;
+#[cfg(all(feature = "axum", feature = "json"))]
+mod dashboard;
 mod error;
 pub mod export;
 #[cfg(all(feature = "redis", feature = "monitor"))]
