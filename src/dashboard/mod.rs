@@ -24,7 +24,7 @@ pub(crate) const TOKEN_PAGE: &str = include_str!("token.html");
 /// Policy of [`PAGE`]: its one inline script and one inline style by hash, JSON from the same origin, SVG built
 /// in the DOM; nothing else (no plugins, frames, forms, base URL changes, or framing by other sites).
 const PAGE_CSP: &str = "default-src 'none'; \
-     script-src 'sha256-A7Uu15pIZE0KG7tR1zm+PY1lxOaKdMrA2cUZBRiV/Lo='; \
+     script-src 'sha256-gSOok70pve6K5lI6OP1N0BBxvWFpvjTa4CrzJBwMOZI='; \
      style-src 'sha256-JQcuCbHYKa+wpvCsV051aqXE9sAubcIt7lPwHuOjRBk='; \
      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -32,7 +32,7 @@ const PAGE_CSP: &str = "default-src 'none'; \
 const TOKEN_PAGE_CSP: &str = "default-src 'none'; \
      script-src 'sha256-2udtuVqw+2R5kEw2zmql+Yv4n2Dne2MmYea6FS6gSGM='; \
      style-src 'sha256-xeRA1+FdjSnen02hD682O7lZ0hAf7XjsC1hRA5FzmuQ='; \
-     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+     img-src data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The dashboard, `200 OK`.
 pub(crate) fn page() -> Response {
