@@ -1,4 +1,4 @@
-//! The admin router: statistics as JSON and Prometheus text, behind a token.
+//! The admin router: an HTML dashboard, statistics as JSON and Prometheus text, behind a token.
 //!
 //! ```no_run
 //! use axum::{Router, routing::get};
@@ -20,6 +20,10 @@
 //! ```
 //!
 //! # Endpoints (relative to where the router is nested)
+//! - `GET /` (so `GET /admin/perf` when nested at `/admin/perf`): the HTML dashboard (feature `json`), one
+//!   static page that reads `/stats` and shows per-route percentiles with their latency distribution, outcomes,
+//!   in-flight, slow and hung requests, cache statistics and query findings with their fixes, refreshing itself.
+//!   In token mode a browser opens it as `/admin/perf?token=…` (see [Authentication](#authentication)).
 //! - `GET /stats`: the [`Snapshot`](crate::Snapshot) as JSON (feature `json`). `GET /stats?scope=fleet`: the
 //!   fleet's merged latency, [`FleetSnapshot`](crate::fleet::FleetSnapshot), as JSON (features `redis` and
 //!   `json`; [`Perfscope::publish_fleet`] must be running); `503` with a JSON `{"error": …}` when it is not, or
@@ -32,6 +36,8 @@
 //!   `{"caches": [..], "kind": "key", "lazy": false, "entries_removed": 1}` for a key or a pattern (entries
 //!   removed now); for a tag or a prefix, an O(1) version bump, `"lazy": true`, `"entries_removed": null` and a
 //!   `message`: the entries it covers are never served again and the sweep frees them.
+//! - `GET /queries`: the query analyzer's statistics and findings as JSON, the `queries` section of `/stats`
+//!   (features `query` and `json`).
 //!
 //! # Authentication
 //! [`AdminAuth::token`]: the request must carry `Authorization: Bearer <token>` or `X-Admin-Key: <token>`;
@@ -39,6 +45,18 @@
 //! [`AdminAuth::loopback_only`]: no token, but only clients on 127.0.0.0/8 or ::1 are served (403 otherwise);
 //! it needs the peer address, so serve with `into_make_service_with_connect_info::<SocketAddr>()`.
 //! Admin requests never appear in the statistics.
+//!
+//! The dashboard page alone also takes the token as a `token` query parameter, since a browser cannot add a
+//! header to a navigation: open `/admin/perf?token=…`. The page then drops the token from the address bar,
+//! keeps it in the tab's `sessionStorage` and sends it as `Authorization: Bearer` with each request for data;
+//! without a valid token the page route answers 401 with a token form. A URL with a token can end up in a proxy's
+//! or the application's access log: where that matters, use loopback-only mode through an SSH tunnel, or a
+//! proxy that adds the header. The page is sent with a strict `Content-Security-Policy`, `X-Content-Type-Options:
+//! nosniff`, `Cache-Control: no-store` and `Referrer-Policy: no-referrer`.
+//!
+//! `nest("/admin/perf", …)` serves the dashboard at `/admin/perf`; axum routes `/admin/perf/` to no nested
+//! route, so add `.route("/admin/perf/", get(|| async { Redirect::permanent("/admin/perf") }))` where the
+//! slash should work too. The page finds the other endpoints from its own address either way.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -104,9 +122,14 @@ impl AdminAuth {
 
     /// The response refusing `request`, or `None` when it may use the admin endpoints.
     fn denial(&self, request: &Request) -> Option<Response> {
+        self.denial_with(request, None)
+    }
+
+    /// As [`AdminAuth::denial`], also accepting `extra` as a presented token (the dashboard's `?token=`).
+    fn denial_with(&self, request: &Request, extra: Option<&[u8]>) -> Option<Response> {
         match &self.mode {
             Mode::Token(expected) => {
-                let presented = presented_tokens(request.headers());
+                let presented = presented_tokens(request.headers()).chain(extra);
                 // Check every presented token, so timing does not tell which header matched.
                 let accepted =
                     presented.fold(false, |ok, token| constant_time_eq(token, expected) | ok);
@@ -222,11 +245,35 @@ async fn fleet_stats(_perf: &Perfscope) -> Response {
     )
 }
 
+/// Marks an admin response as never to be stored, and never to be sniffed as another type.
 fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+}
+
+/// `GET /`: the dashboard, behind the same authentication, plus the `token` query parameter.
+#[cfg(feature = "json")]
+fn dashboard_route<S>(router: Router<S>, auth: AdminAuth) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.route(
+        "/",
+        get(move |request: Request| async move {
+            RequestContext::with_current(RequestContext::exclude_from_stats);
+            let token = crate::dashboard::query_token(request.uri().query());
+            match auth.denial_with(&request, token.as_deref()) {
+                None => crate::dashboard::page(),
+                Some(_) if matches!(auth.mode, Mode::Token(_)) => crate::dashboard::token_form(),
+                Some(denied) => denied,
+            }
+        }),
+    )
 }
 
 impl Perfscope {
@@ -235,6 +282,8 @@ impl Perfscope {
     where
         S: Clone + Send + Sync + 'static,
     {
+        #[cfg(feature = "json")]
+        let page_auth = auth.clone();
         let guard = move |request: &Request| {
             // Admin traffic stays out of the statistics, whatever the layer order.
             RequestContext::with_current(RequestContext::exclude_from_stats);
@@ -285,6 +334,8 @@ impl Perfscope {
                 }
             }),
         );
+        #[cfg(feature = "json")]
+        let router = dashboard_route(router, page_auth);
         #[cfg(not(feature = "json"))]
         let _ = (stats_guard, stats_perf);
         #[cfg(all(feature = "cache", feature = "json"))]

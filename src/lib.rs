@@ -62,7 +62,7 @@
 //! | `cache` | yes | the application cache ([`cache::Cache`]) and the response-cache layer ([`cache::http::ResponseCacheLayer`]) |
 //! | `query` | yes | the query analyzer ([`query`]): capture of sqlx's query events ([`query::QueryCaptureLayer`]), fingerprints, N+1 and other findings, [`query::QueryLayer`] |
 //! | `axum` | yes | route templates from axum's `MatchedPath`, and [`Perfscope::admin_router`] |
-//! | `json` | yes | JSON export ([`export::json`]) and the admin `/stats` endpoint |
+//! | `json` | yes | JSON export ([`export::json`]), the admin `/stats` endpoint and the HTML dashboard |
 //! | `redis` | no | Redis for the fleet: with `monitor`, fleet-wide latency percentiles ([`fleet`]) |
 //! | `full` | no | everything but the services (`redis`) |
 
@@ -82,6 +82,8 @@ mod context;
 #[cfg(feature = "axum")]
 mod context_extract;
 mod context_layer;
+#[cfg(all(feature = "axum", feature = "json"))]
+mod dashboard;
 mod error;
 pub mod export;
 #[cfg(all(feature = "redis", feature = "monitor"))]

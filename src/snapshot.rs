@@ -109,6 +109,9 @@ pub struct RouteStats {
     pub outcomes: Outcomes,
     /// Cumulative latency buckets for histogram exports (upper bound in seconds, count at or below it).
     pub buckets: Vec<Bucket>,
+    /// Cumulative latency buckets on a finer 1-2-5 scale (50 µs to 60 s), for drawing the distribution (the
+    /// dashboard does); same samples and form as `buckets`.
+    pub distribution: Vec<Bucket>,
     /// Sum of all recorded latencies, seconds.
     pub sum_secs: f64,
 }

@@ -267,3 +267,141 @@ async fn cache_statistics_and_invalidation_are_served() {
         "{metrics}"
     );
 }
+
+/// The headers every response of the dashboard's route carries, whatever its status.
+#[cfg(feature = "json")]
+fn assert_page_headers(headers: &http::HeaderMap, what: &str) {
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "text/html; charset=utf-8",
+        "{what}"
+    );
+    let csp = headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'none'; "), "{what}: {csp}");
+    assert!(csp.contains("script-src 'sha256-"), "{what}: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert!(!csp.contains("unsafe"), "{what}: {csp}");
+    assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+    assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+    assert_eq!(headers.get("referrer-policy").unwrap(), "no-referrer");
+}
+
+#[cfg(feature = "json")]
+#[tokio::test]
+async fn the_dashboard_is_a_static_page_behind_the_same_token() {
+    let perf = Perfscope::builder().build().unwrap();
+    let app = app(&perf, AdminAuth::token(TOKEN).unwrap());
+    let page = |header: Option<(&'static str, String)>, uri: &str| {
+        let mut request = get_request(uri);
+        if let Some((name, value)) = header {
+            request
+                .headers_mut()
+                .insert(name, value.parse::<http::HeaderValue>().unwrap());
+        }
+        request
+    };
+
+    let (status, headers, first) = send(
+        &app,
+        page(
+            Some(("authorization", format!("Bearer {TOKEN}"))),
+            "/admin/perf",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_page_headers(&headers, "the page");
+    let first = String::from_utf8(first.to_vec()).unwrap();
+    assert!(first.starts_with("<!DOCTYPE html>"));
+    assert!(
+        first.contains("fetch(base + \"stats\""),
+        "reads the JSON snapshot"
+    );
+
+    // Static: traffic changes nothing in it, and no route, count or request ID is ever in it.
+    for id in 0..3 {
+        send(&app, get_request(&format!("/r1/{id}"))).await;
+    }
+    let (_, _, second) = send(
+        &app,
+        page(Some(("x-admin-key", TOKEN.to_owned())), "/admin/perf"),
+    )
+    .await;
+    assert_eq!(first.as_bytes(), &second[..]);
+    assert!(!first.contains("/r1/"));
+
+    // A browser brings the token in the query, to this route only.
+    let (status, headers, _) = send(&app, page(None, &format!("/admin/perf?token={TOKEN}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_page_headers(&headers, "the page opened with ?token=");
+    let (status, _, _) = send(
+        &app,
+        page(None, &format!("/admin/perf/stats?token={TOKEN}")),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "only the page takes ?token="
+    );
+
+    // No token, a wrong one or a wrong scheme: 401 with the static token form, never the dashboard.
+    for (header, uri) in [
+        (None, "/admin/perf".to_owned()),
+        (
+            None,
+            "/admin/perf?token=wrong-token-0123456789abcdef".to_owned(),
+        ),
+        (None, format!("/admin/perf?token={TOKEN}x")),
+        (
+            Some(("authorization", format!("Basic {TOKEN}"))),
+            "/admin/perf".to_owned(),
+        ),
+        (
+            Some(("x-admin-key", "wrong-token-0123456789abcdef".to_owned())),
+            "/admin/perf".to_owned(),
+        ),
+    ] {
+        let what = format!("{uri} with {:?}", header.as_ref().map(|h| h.0));
+        let (status, headers, body) = send(&app, page(header, &uri)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+        assert_eq!(headers.get("www-authenticate").unwrap(), "Bearer", "{what}");
+        assert_page_headers(&headers, &what);
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains("name=\"token\""), "{what}: a token form");
+        assert!(!body.contains("stats"), "{what}: not the dashboard");
+    }
+    assert_eq!(perf.snapshot().routes.len(), 1, "the page is not measured");
+}
+
+#[cfg(feature = "json")]
+#[tokio::test]
+async fn the_dashboard_in_loopback_mode_and_its_address() {
+    let perf = Perfscope::builder().build().unwrap();
+    let app = app(&perf, AdminAuth::loopback_only());
+    for (peer, expected) in [
+        ("127.0.0.1:5000", StatusCode::OK),
+        ("[::1]:5000", StatusCode::OK),
+        ("10.1.2.3:5000", StatusCode::FORBIDDEN),
+    ] {
+        let mut request = get_request("/admin/perf");
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let (status, headers, _) = send(&app, request).await;
+        assert_eq!(status, expected, "{peer}");
+        if expected == StatusCode::OK {
+            assert_page_headers(&headers, peer);
+        }
+    }
+    // axum routes the nest's root without the slash only; `/admin/perf/` is the application's to route.
+    let mut request = get_request("/admin/perf/");
+    request
+        .extensions_mut()
+        .insert(ConnectInfo("127.0.0.1:5000".parse::<SocketAddr>().unwrap()));
+    assert_eq!(send(&app, request).await.0, StatusCode::NOT_FOUND);
+}

@@ -169,7 +169,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Nested after `.layer(..)` so the admin routes are not measured as application traffic. Kept in every mode:
     // it also serves and invalidates the caches, which the application uses whatever perfscope measures (in mode
     // `off` its request statistics are simply empty).
-    let app = app.nest("/admin/perf", perf.admin_router(auth));
+    // The dashboard is `GET /admin/perf`; a nested router never sees the form with a trailing slash, which
+    // people type, so send it there.
+    let app = app.nest("/admin/perf", perf.admin_router(auth)).route(
+        "/admin/perf/",
+        axum::routing::get(|| async { axum::response::Redirect::permanent("/admin/perf") }),
+    );
 
     let addr = std::env::var("ERP_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
@@ -248,7 +253,14 @@ fn print_banner(addr: SocketAddr, admin_mode: &AdminMode, mode: PerfscopeMode) {
             ""
         }
     };
+    match admin_mode {
+        AdminMode::Token => println!(
+            "  dashboard: open {base}/admin/perf?token=$PERFSCOPE_ADMIN_TOKEN in a browser"
+        ),
+        AdminMode::LoopbackOnly => println!("  dashboard: open {base}/admin/perf in a browser"),
+    }
     println!("  curl {auth}{base}/admin/perf/stats");
+    println!("  curl {auth}{base}/admin/perf/queries      # N+1 and other findings, with their fixes");
     println!("  curl {auth}{base}/admin/perf/metrics");
     println!("  curl {auth}{base}/admin/perf/cache        # hits, misses, hit ratio, per cache");
     println!(

@@ -105,6 +105,7 @@ mod tests {
                     le_secs: 0.005,
                     count: 2,
                 }],
+                distribution: Vec::new(),
                 sum_secs: 0.004,
             }],
             slow_requests_total: 1,

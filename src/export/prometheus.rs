@@ -845,6 +845,7 @@ mod tests {
                     count: 10,
                 },
             ],
+            distribution: Vec::new(),
             sum_secs: 0.1875,
         }
     }

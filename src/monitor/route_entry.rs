@@ -84,6 +84,13 @@ pub(crate) const BUCKET_BOUNDS_SECS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
 ];
 
+/// Upper bounds of the finer latency distribution (`RouteStats::distribution`), seconds: a 1-2-5 scale from
+/// 50 µs to 60 s, fine enough to show the shape of fast routes that the exported buckets put in one bar.
+pub(crate) const DISTRIBUTION_BOUNDS_SECS: [f64; 20] = [
+    0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+    2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
 /// What the monitor learned about a request when it ended.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Completion {
@@ -302,16 +309,20 @@ impl RouteEntry {
                 None,
             ),
         };
-        let buckets = BUCKET_BOUNDS_SECS
-            .iter()
-            .map(|&le_secs| {
-                let bound = (le_secs * 1_000_000.0) as u64;
-                Bucket {
-                    le_secs,
-                    count: count_at_or_below(&lifetime_histogram, bound),
-                }
-            })
-            .collect();
+        let cumulative = |bounds: &[f64]| {
+            bounds
+                .iter()
+                .map(|&le_secs| {
+                    let bound = (le_secs * 1_000_000.0).round() as u64;
+                    Bucket {
+                        le_secs,
+                        count: count_at_or_below(&lifetime_histogram, bound),
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let buckets = cumulative(&BUCKET_BOUNDS_SECS);
+        let distribution = cumulative(&DISTRIBUTION_BOUNDS_SECS);
         let (_, header_sum, header_max) = self.to_headers.totals();
         let (_, stream_sum, stream_max) = self.streams.totals();
         RouteStats {
@@ -337,6 +348,7 @@ impl RouteEntry {
             statuses,
             outcomes,
             buckets,
+            distribution,
             sum_secs: sum_us as f64 / 1_000_000.0,
         }
     }
@@ -429,6 +441,34 @@ mod tests {
                 .find(|b| b.le_secs == 0.05)
                 .map(|b| b.count),
             Some(50)
+        );
+    }
+
+    #[test]
+    fn distribution_is_cumulative_on_a_finer_scale() {
+        let entry = entry();
+        for total in [1, 1, 3, 15, 700] {
+            entry.started();
+            entry.finished(&completion(total, 200));
+        }
+        let stats = entry.snapshot(0);
+        let at = |le_secs: f64| {
+            stats
+                .distribution
+                .iter()
+                .find(|b| b.le_secs == le_secs)
+                .map(|b| b.count)
+        };
+        assert_eq!(stats.distribution.len(), DISTRIBUTION_BOUNDS_SECS.len());
+        assert_eq!(
+            (at(0.0005), at(0.001), at(0.005), at(0.02), at(1.0)),
+            (Some(0), Some(2), Some(3), Some(4), Some(5))
+        );
+        assert!(
+            stats
+                .distribution
+                .windows(2)
+                .all(|w| w[0].le_secs < w[1].le_secs && w[0].count <= w[1].count)
         );
     }
 
