@@ -122,8 +122,17 @@ pub use snapshot::{
     SettingsSnapshot, SlowRequest, Snapshot,
 };
 
-/// The README's and the guide's code, compiled (and the self-contained parts run) by `cargo test --doc`.
-#[cfg(doctest)]
+/// The README's and the guide's code, compiled by `cargo test --all-features --doc` (the guide's fleet part needs
+/// `redis`).
+#[cfg(all(
+    doctest,
+    feature = "monitor",
+    feature = "cache",
+    feature = "query",
+    feature = "axum",
+    feature = "json",
+    feature = "redis"
+))]
 #[doc = include_str!("../README.md")]
 #[doc = include_str!("../docs/guide.md")]
 pub struct ReadmeAndGuideDoctests;

@@ -260,7 +260,9 @@ fn print_banner(addr: SocketAddr, admin_mode: &AdminMode, mode: PerfscopeMode) {
         AdminMode::LoopbackOnly => println!("  dashboard: open {base}/admin/perf in a browser"),
     }
     println!("  curl {auth}{base}/admin/perf/stats");
-    println!("  curl {auth}{base}/admin/perf/queries      # N+1 and other findings, with their fixes");
+    println!(
+        "  curl {auth}{base}/admin/perf/queries      # N+1 and other findings, with their fixes"
+    );
     println!("  curl {auth}{base}/admin/perf/metrics");
     println!("  curl {auth}{base}/admin/perf/cache        # hits, misses, hit ratio, per cache");
     println!(
