@@ -160,10 +160,14 @@ impl Location {
             .ok()
             .filter(|url| !url.trim().is_empty())
         {
-            return if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                Err("DATABASE_URL must be a postgres:// URL (unset it to use SQLite)".to_owned())
+            } else if cfg!(feature = "postgres") {
                 Ok(Self::Postgres(url))
             } else {
-                Err("DATABASE_URL must be a postgres:// URL (unset it to use SQLite)".to_owned())
+                Err("DATABASE_URL is set, but this build has no PostgreSQL driver: run \
+                     `cargo run --features perfscope-demo/postgres --example erp_server`"
+                    .to_owned())
             };
         }
         let path = std::env::var_os("ERP_DATABASE")

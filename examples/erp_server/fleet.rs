@@ -1,6 +1,6 @@
 //! Several instances of the demo behind a load balancer, sharing one database and one Redis.
 //!
-//! With `REDIS_URL` (and the crate's `redis` feature: `cargo run --features redis --example erp_server`):
+//! With `REDIS_URL` (and the demo's `redis` feature: `cargo run --features perfscope-demo/redis --example erp_server`):
 //! - the product rows live in Redis too, as the second level of the `products` cache, so an instance that has not
 //!   loaded a product reads it from Redis instead of the database;
 //! - every cache's invalidations (a `PUT /api/products/{id}` on any instance) reach the other instances over the
@@ -130,7 +130,7 @@ mod shared {
                 None => Ok(Fleet),
                 Some(_) => Err(format!(
                     "{} is set, but this build has no Redis support: run \
-                     `cargo run --features redis --example erp_server`",
+                     `cargo run --features perfscope-demo/redis --example erp_server`",
                     super::VARIABLE
                 )
                 .into()),

@@ -13,9 +13,9 @@
 //!
 //! Environment:
 //! - `ERP_ADDR`: listen address (default `127.0.0.1:3000`).
-//! - `DATABASE_URL`: a `postgres://` URL to run on PostgreSQL instead of SQLite. The demo's tables there
-//!   (`products`, `customers`, `quotations`, `quotation_lines`, `users`) are dropped and recreated at start, so
-//!   use a database of its own.
+//! - `DATABASE_URL` (build with `--features perfscope-demo/postgres`): a `postgres://` URL to run on PostgreSQL
+//!   instead of SQLite. The demo's tables there (`products`, `customers`, `quotations`, `quotation_lines`,
+//!   `users`) are dropped and recreated at start, so use a database of its own.
 //! - `ERP_DATABASE`: SQLite file to use without `DATABASE_URL` (default `perfscope-erp-<pid>.db` in the temp
 //!   directory). The file is deleted and recreated at start, so never point it at data you want to keep.
 //! - `PERFSCOPE_ADMIN_TOKEN`: protects `/admin/perf/*` with a token. Without it the admin routes answer loopback
@@ -24,7 +24,7 @@
 //!   monitor, the query layer and the query capture layer), `monitor` (`perf.layer()` only) or `off` (none of
 //!   them). The log, tower-http's `TraceLayer`, the caches and the admin router are the same in every mode, so
 //!   `scripts/loadtest` can compare the three on the same application. Any other value stops the server at start.
-//! - `REDIS_URL` (build with `--features redis`): Redis shared by several instances (module `fleet`): product
+//! - `REDIS_URL` (build with `--features perfscope-demo/redis`): Redis shared by several instances (module `fleet`): product
 //!   rows kept there, invalidations sent to every instance, fleet-wide latency percentiles.
 //! - `ERP_JOIN_DATABASE=1`: join the database (`ERP_DATABASE` or `DATABASE_URL`) a first instance created and
 //!   seeded, without resetting it or deleting it at shutdown: for a second instance of the fleet.
