@@ -761,6 +761,10 @@ fn envelope_fuzz_seeds_decode_as_their_names_say() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let data = std::fs::read(&path).unwrap();
         let got = perfscope::cache::l2::fuzz_decode_envelope(&data);
+        // Inputs a fuzzing run added (named by their SHA-1) only have to decode without a panic.
+        if name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
         let expected = if name.starts_with("valid") {
             got.map(|_| "ok")
         } else if name.starts_with("old_format") {
