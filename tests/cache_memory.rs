@@ -137,8 +137,100 @@ fn tags_and_expired_entries_give_memory_back() {
     });
 }
 
+/// 1,000,000 distinct tags invalidated by another node reach B over the bus (B's real subscription on an
+/// in-process store; the messages are what A's invalidations publish): B's L1 tag table stays within its cap,
+/// and B's heap stops growing once its bounded tables (the remembered tag versions, `version_cache`) are full.
+#[cfg(feature = "redis")]
+fn fleet_tag_invalidations_leave_memory_bounded() {
+    use perfscope::cache::l2::{L2Backend, MemoryLevel, SecondLevel};
+
+    const TAGS: u64 = 1_000_000;
+    const MAX_TAGS: usize = 10_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = MemoryLevel::new();
+        let prefix = "mem:";
+        let lb = SecondLevel::builder(store.clone())
+            .prefix(prefix)
+            .build()
+            .unwrap();
+        while !lb.is_verified() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let b: Cache<String, u64> = Cache::builder()
+            .name("items")
+            .max_entries(50_000)
+            .max_tags(MAX_TAGS)
+            .sweep_interval(Duration::ZERO)
+            .invalidation_bus(lb.clone())
+            .build()
+            .unwrap();
+        // B serves entries under twice as many tags as its table holds: the table is full before any message.
+        for i in 0..(2 * MAX_TAGS) as u64 {
+            b.insert_with_tags(format!("item:{i}"), i, [format!("tag:{i}")]);
+        }
+        let channel = format!("{prefix}bus");
+        let node = 0xa11ce_u64;
+        let mut sent = 0_u64;
+        let mut feed = async |upto: u64| {
+            while sent < upto {
+                sent += 1;
+                // What node A's `invalidate_tag("tag:{n}")` publishes: `ps1|node|seq|kind|cache|sent|gen|name`.
+                let message = format!("ps1|{node:x}|{sent}|t|items|0|{sent}|tag:{}", sent - 1);
+                store.publish(&channel, message.as_bytes()).await.unwrap();
+                if sent.is_multiple_of(2_000) {
+                    // Keep within the subscription's queue: wait for B to take them.
+                    while lb.stats().bus_received < sent {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            while lb.stats().bus_received < sent {
+                tokio::task::yield_now().await;
+            }
+        };
+        let baseline = live();
+        feed(200_000).await;
+        let warm = live();
+        feed(TAGS).await;
+        let end = live();
+        let stats = b.stats();
+        let level = lb.stats();
+        println!(
+            "fleet tags: {TAGS} tag invalidations received by B: heap {:+.2} MiB after 200,000, {:+.2} MiB after \
+             1,000,000 ({:+.3} MiB over the last 800,000); B's tag table {} of {} names, {} gaps",
+            (warm - baseline) as f64 / MIB as f64,
+            (end - baseline) as f64 / MIB as f64,
+            (end - warm) as f64 / MIB as f64,
+            stats.tags.interned,
+            stats.tags.max_tags,
+            level.bus_gaps,
+        );
+        assert_eq!(level.bus_received, TAGS);
+        assert_eq!(level.bus_gaps, 0, "{level:?}");
+        assert!(stats.tags.interned <= MAX_TAGS as u64, "{:?}", stats.tags);
+        // Every entry was invalidated (its tag was among the million).
+        assert!((0..(2 * MAX_TAGS) as u64).all(|i| b.get(&format!("item:{i}")).is_none()));
+        assert!(
+            end - warm < 2 * MIB as i64,
+            "B's heap grew by {} bytes over the last 800,000 tags",
+            end - warm
+        );
+        assert!(
+            end - baseline < 32 * MIB as i64,
+            "B's heap grew by {} bytes",
+            end - baseline
+        );
+    });
+}
+
 #[test]
 fn memory_is_bounded_and_given_back() {
     weight_bound_holds_the_heap();
     tags_and_expired_entries_give_memory_back();
+    #[cfg(feature = "redis")]
+    fleet_tag_invalidations_leave_memory_bounded();
 }

@@ -13,7 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use perfscope::cache::l2::{L2Backend, MemoryLevel, RedisLevel, SecondLevel};
+use perfscope::cache::http::{
+    CacheTags, CachedResponse, ResponseCacheLayer, ResponseCodec, ResponseStore,
+};
+use perfscope::cache::l2::{
+    BoxFuture, InvalidateOp, L2Backend, L2Error, MemoryLevel, ReadKeys, ReadReply, RedisLevel,
+    SecondLevel, Subscription, WriteOp,
+};
 use perfscope::cache::{Cache, CacheStatus, Loaded};
 
 const HARD: Duration = Duration::from_millis(100);
@@ -159,11 +165,146 @@ async fn corrupt_truncated_foreign_and_old_entries_are_counted_misses() {
     assert_eq!(stats.corrupt, 5, "{stats:?}");
 }
 
+/// An [`L2Backend`] that counts the operations that reach the store it wraps: counted when the operation runs
+/// (its future is first polled), not when it is built, so a call the breaker skips is not counted.
+struct Counted<B> {
+    inner: B,
+    calls: Arc<AtomicU64>,
+}
+
+impl<B: L2Backend> Counted<B> {
+    fn new(inner: B) -> (Self, Arc<AtomicU64>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        (
+            Counted {
+                inner,
+                calls: calls.clone(),
+            },
+            calls,
+        )
+    }
+}
+
+impl<B: L2Backend> L2Backend for Counted<B> {
+    fn read<'a>(&'a self, keys: &'a ReadKeys) -> BoxFuture<'a, Result<ReadReply, L2Error>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.read(keys).await
+        })
+    }
+    fn versions<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, L2Error>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.versions(keys).await
+        })
+    }
+    fn write<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<bool, L2Error>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.write(op).await
+        })
+    }
+    fn invalidate<'a>(&'a self, op: &'a InvalidateOp) -> BoxFuture<'a, Result<u64, L2Error>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.invalidate(op).await
+        })
+    }
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), L2Error>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.publish(channel, message).await
+        })
+    }
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Subscription, L2Error>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.subscribe(channel).await
+        })
+    }
+}
+
+/// A level whose breaker stays open for `OPEN_FOR`, long enough to watch it make no call.
+const OPEN_FOR: Duration = Duration::from_millis(1500);
+
+fn level_with_long_open(backend: impl L2Backend, prefix: &str) -> SecondLevel {
+    SecondLevel::builder(backend)
+        .prefix(prefix)
+        .soft_timeout(Duration::from_millis(40))
+        .hard_timeout(HARD)
+        .circuit_breaker(3, OPEN_FOR)
+        .heartbeat(Duration::from_millis(50), Duration::from_millis(150))
+        .reverify_interval(Duration::from_millis(50))
+        .build()
+        .unwrap()
+}
+
+/// Once the breaker is open: readers on new keys (each an L1 miss that would read L2), writes of what they
+/// load, an invalidation, and the background tasks (heartbeat, resubscription) run for most of `OPEN_FOR`; the
+/// store sees exactly 0 calls, and the breaker did not probe meanwhile.
+async fn no_calls_while_open(level: &SecondLevel, cache: &Cache<String, u64>, calls: &AtomicU64) {
+    wait_until("the breaker to open", Duration::from_secs(3), || {
+        level.stats().breaker == "open"
+    })
+    .await;
+    // Start at a fresh opening: the failed probe that reopens it once `open_for` has passed (the
+    // resubscription retries probe every 50 ms), so the whole window below lies within one open period.
+    let first = level.stats().breaker_opened;
+    wait_until("the breaker to reopen", OPEN_FOR * 2, || {
+        let stats = level.stats();
+        stats.breaker_opened > first && stats.breaker == "open"
+    })
+    .await;
+    let opened_at = Instant::now();
+    let opened = level.stats().breaker_opened;
+    // Calls that passed the breaker just before it opened end within the hard timeout.
+    tokio::time::sleep(HARD + Duration::from_millis(20)).await;
+    let before = calls.load(Ordering::SeqCst);
+    let skipped_before = level.stats().skipped;
+    let mut round = 0_u64;
+    while opened_at.elapsed() < OPEN_FOR - Duration::from_millis(300) {
+        let key = format!("open:{round}");
+        assert_eq!(
+            cache
+                .get_or_compute(&key, move || async move { round })
+                .await
+                .unwrap(),
+            round
+        );
+        if round.is_multiple_of(10) {
+            cache.invalidate_tag("while-open");
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = level.stats();
+    assert_eq!(
+        (stats.breaker, stats.breaker_opened),
+        ("open", opened),
+        "no probe within open_for: {stats:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst) - before,
+        0,
+        "the store saw calls while the breaker was open ({round} reads): {stats:?}"
+    );
+    assert!(
+        stats.skipped - skipped_before >= round,
+        "every read skipped L2: {stats:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_is_down_fails_no_request_and_the_breaker_makes_no_calls_while_open() {
     let store = MemoryLevel::new();
     let prefix = unique_prefix("down");
-    let l = level(store.clone(), &prefix);
+    let (counted, calls) = Counted::new(store.clone());
+    let l = level_with_long_open(counted, &prefix);
+    wait_until("the bus", Duration::from_secs(2), || l.is_verified()).await;
     let c = cache(&l);
     store.set_down(true);
     let mut tasks = Vec::new();
@@ -181,23 +322,12 @@ async fn a_store_that_is_down_fails_no_request_and_the_breaker_makes_no_calls_wh
     for task in tasks {
         task.await.unwrap();
     }
-    let stats = l.stats();
-    assert_eq!(stats.breaker, "open", "{stats:?}");
-    assert!(stats.breaker_opened >= 1);
-    let calls = store.calls();
-    for i in 0..20_u64 {
-        c.get_or_compute(&format!("open:{i}"), move || async move { i })
-            .await
-            .unwrap();
-    }
-    if l.stats().breaker_opened == stats.breaker_opened && l.stats().breaker == "open" {
-        assert!(
-            store.calls() <= calls + 2,
-            "no calls while open (the bus may probe)"
-        );
-    }
+    assert!(l.stats().breaker_opened >= 1, "{:?}", l.stats());
+    no_calls_while_open(&l, &c, &calls).await;
+    // The store's own count agrees with the wrapper's.
+    assert_eq!(store.calls(), calls.load(Ordering::SeqCst));
     store.set_down(false);
-    wait_until("the breaker to close", Duration::from_secs(3), || {
+    wait_until("the breaker to close", Duration::from_secs(5), || {
         l.stats().breaker == "closed" && l.is_verified()
     })
     .await;
@@ -522,7 +652,8 @@ async fn survives_redis_restarted_empty() {
     survive(Fault::RestartEmpty).await;
 }
 
-/// A server that accepts connections and never answers.
+/// A server that accepts connections and never answers: no request fails, every call is bounded, and once the
+/// breaker is open the server sees no call at all (counted at the backend).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackhole_server_fails_no_request_and_every_call_is_bounded() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -533,10 +664,9 @@ async fn a_blackhole_server_fails_no_request_and_every_call_is_bounded() {
             held.push(socket);
         }
     });
-    let l = level(
-        RedisLevel::open(&format!("redis://127.0.0.1:{port}/")).unwrap(),
-        "blackhole:",
-    );
+    let (counted, calls) =
+        Counted::new(RedisLevel::open(&format!("redis://127.0.0.1:{port}/")).unwrap());
+    let l = level_with_long_open(counted, "blackhole:");
     let c = cache(&l);
     let mut tasks = Vec::new();
     for reader in 0..50_u64 {
@@ -557,12 +687,13 @@ async fn a_blackhole_server_fails_no_request_and_every_call_is_bounded() {
         task.await.unwrap();
     }
     let stats = l.stats();
-    assert_eq!(stats.breaker, "open", "{stats:?}");
+    assert!(stats.breaker_opened >= 1, "{stats:?}");
     assert!(
         stats.call_max_ms <= (HARD + Duration::from_millis(20)).as_secs_f64() * 1e3,
         "{stats:?}"
     );
     assert!(!l.is_verified());
+    no_calls_while_open(&l, &c, &calls).await;
     hold.abort();
 }
 
@@ -617,4 +748,230 @@ async fn second_level_statistics_are_exported() {
     let json = serde_json::to_value(c.stats()).unwrap();
     assert_eq!(json["second_level"]["misses"], 1);
     assert_eq!(json["second_level"]["breaker"], "closed");
+}
+
+/// Every seed of the `envelope` fuzz target goes through the target's step, so the seeds run on stable too;
+/// each seed's name says what the decoder must answer.
+#[test]
+fn envelope_fuzz_seeds_decode_as_their_names_say() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/envelope");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let data = std::fs::read(&path).unwrap();
+        let got = perfscope::cache::l2::fuzz_decode_envelope(&data);
+        // Inputs a fuzzing run added (named by their SHA-1) only have to decode without a panic.
+        if name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let expected = if name.starts_with("valid") {
+            got.map(|_| "ok")
+        } else if name.starts_with("old_format") {
+            Err("old format")
+        } else if name.starts_with("foreign") {
+            Err("foreign")
+        } else {
+            Err("corrupt")
+        };
+        assert_eq!(got.map(|_| "ok"), expected, "seed {name}");
+        if let Ok(payload) = got {
+            assert!(payload <= data.len(), "seed {name}");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 10, "{seen} seeds in {}", dir.display());
+}
+
+/// One node's response cache: a route whose handler counts its calls and answers the current version of the
+/// product, tagged `products`, and a route whose response varies on `Accept-Language`.
+fn response_node(
+    level: &SecondLevel,
+    version: Arc<AtomicU64>,
+) -> (axum::Router, ResponseCacheLayer, Arc<AtomicU64>) {
+    use axum::routing::get;
+    let layer = ResponseCacheLayer::builder()
+        .second_level(level.clone())
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let (c1, c2) = (calls.clone(), calls.clone());
+    let app = axum::Router::new()
+        .route(
+            "/api/products/{id}",
+            get(move || {
+                c1.fetch_add(1, Ordering::SeqCst);
+                let body = format!("v{}", version.load(Ordering::SeqCst));
+                async move {
+                    (
+                        [("cache-control", "public, max-age=60")],
+                        axum::Extension(CacheTags::new(["products"])),
+                        body,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/api/greeting",
+            get(move |headers: http::HeaderMap| {
+                c2.fetch_add(1, Ordering::SeqCst);
+                let language = headers
+                    .get("accept-language")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("en")
+                    .to_owned();
+                async move {
+                    (
+                        [
+                            ("cache-control", "public, max-age=60"),
+                            ("vary", "accept-language"),
+                        ],
+                        format!("hello in {language}"),
+                    )
+                }
+            }),
+        )
+        .layer(layer.clone());
+    (app, layer, calls)
+}
+
+/// `X-Cache` and the body of a GET.
+async fn fetch(app: &axum::Router, path: &str, language: Option<&str>) -> (String, String) {
+    use http_body_util::BodyExt;
+    let mut request = http::Request::get(path);
+    if let Some(language) = language {
+        request = request.header("accept-language", language);
+    }
+    let request = request.body(axum::body::Body::empty()).unwrap();
+    let response = tower::ServiceExt::oneshot(app.clone(), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let x_cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (x_cache, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Two response caches (two nodes) on one second level: a response stored by A is served on B from L2 without
+/// calling B's handler, a tag invalidation or `clear` on one node makes the other's next request a MISS, and a
+/// response with `Vary` is found in L2 per variant.
+async fn response_caches_share_the_second_level(la: SecondLevel, lb: SecondLevel) {
+    wait_until("both buses", Duration::from_secs(3), || {
+        la.is_verified() && lb.is_verified()
+    })
+    .await;
+    let version = Arc::new(AtomicU64::new(0));
+    let (a, layer_a, calls_a) = response_node(&la, version.clone());
+    let (b, layer_b, calls_b) = response_node(&lb, version.clone());
+    let path = "/api/products/1";
+
+    assert_eq!(fetch(&a, path, None).await, ("MISS".into(), "v0".into()));
+    wait_until("A's write", Duration::from_secs(2), || {
+        la.stats().writes >= 1
+    })
+    .await;
+    assert_eq!(fetch(&b, path, None).await, ("HIT-L2".into(), "v0".into()));
+    assert_eq!(fetch(&b, path, None).await, ("HIT".into(), "v0".into()));
+    assert_eq!(
+        calls_b.load(Ordering::SeqCst),
+        0,
+        "B's handler was not called"
+    );
+    assert_eq!(layer_b.stats().hits, 2);
+
+    // The product changes; A invalidates its tag: B's next request is a MISS with the new version.
+    version.store(1, Ordering::SeqCst);
+    let received = lb.stats().bus_received;
+    layer_a.store().invalidate_tag("products");
+    wait_until("the invalidation on B", Duration::from_secs(2), || {
+        lb.stats().bus_received > received
+    })
+    .await;
+    assert_eq!(fetch(&b, path, None).await, ("MISS".into(), "v1".into()));
+    assert_eq!(calls_b.load(Ordering::SeqCst), 1);
+    // A's own copy is gone too; it answers v1 (from its handler, or from what B wrote to L2).
+    let (_, body) = fetch(&a, path, None).await;
+    assert_eq!(body, "v1");
+
+    // `clear` on B reaches A.
+    version.store(2, Ordering::SeqCst);
+    let received = la.stats().bus_received;
+    let calls = calls_a.load(Ordering::SeqCst);
+    layer_b.store().clear();
+    wait_until("the clear on A", Duration::from_secs(2), || {
+        la.stats().bus_received > received
+    })
+    .await;
+    assert_eq!(fetch(&a, path, None).await, ("MISS".into(), "v2".into()));
+    assert_eq!(calls_a.load(Ordering::SeqCst), calls + 1);
+
+    // Vary: the base key holds the names, each language its own entry, in L2 as in L1.
+    let writes = la.stats().writes;
+    let fr = Some("fr");
+    assert_eq!(
+        fetch(&a, "/api/greeting", fr).await,
+        ("MISS".into(), "hello in fr".into())
+    );
+    wait_until("A's writes", Duration::from_secs(2), || {
+        la.stats().writes >= writes + 2
+    })
+    .await;
+    assert_eq!(
+        fetch(&b, "/api/greeting", fr).await,
+        ("HIT-L2".into(), "hello in fr".into())
+    );
+    assert_eq!(
+        fetch(&b, "/api/greeting", Some("de")).await,
+        ("MISS".into(), "hello in de".into())
+    );
+    let stats = layer_b.store().stats().second_level.unwrap();
+    assert!(stats.stores_values && stats.hits >= 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_caches_share_the_second_level_in_memory() {
+    let store = MemoryLevel::new();
+    let prefix = unique_prefix("http-memory");
+    response_caches_share_the_second_level(level(store.clone(), &prefix), level(store, &prefix))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_caches_share_the_second_level_on_redis() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("http-redis");
+    response_caches_share_the_second_level(
+        level(RedisLevel::open(&url).unwrap(), &prefix),
+        level(RedisLevel::open(&url).unwrap(), &prefix),
+    )
+    .await;
+}
+
+#[test]
+fn a_response_cache_refuses_a_store_of_its_own_and_a_second_level() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let level = SecondLevel::builder(MemoryLevel::new()).build().unwrap();
+    let store: ResponseStore = Cache::builder()
+        .max_weight(1 << 20)
+        .weigher(CachedResponse::weigh)
+        .build()
+        .unwrap();
+    let err = ResponseCacheLayer::builder()
+        .store(store)
+        .second_level(level.clone())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("second_level"), "{err}");
+    // The way for a shared store: the codec on the store's own builder.
+    let shared: ResponseStore = Cache::builder()
+        .max_weight(1 << 20)
+        .weigher(CachedResponse::weigh)
+        .second_level_with_codec(level, ResponseCodec)
+        .build()
+        .unwrap();
+    assert!(shared.stats().second_level.unwrap().stores_values);
 }

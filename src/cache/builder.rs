@@ -282,7 +282,7 @@ where
             ));
         }
         #[cfg(feature = "redis")]
-        if matches!(&self.l2, Some((_, Some(_)))) && !super::key::is_text_key::<K>() {
+        if matches!(&self.l2, Some((_, Some(_)))) && !super::key::has_wire_key::<K>() {
             return Err(out_of_range(
                 "second_level",
                 "a cache keyed by CacheKey, String, Arc<str> or Box<str> (use invalidation_bus for other keys)",

@@ -315,6 +315,34 @@ pub(crate) fn key_from_text<K: 'static>(text: &str) -> Option<K> {
     boxed.downcast::<K>().ok().map(|key| *key)
 }
 
+/// The text of a key in the second level and on the bus: the key's own text for the string-like key types, the
+/// bytes in lowercase hex for a response cache's [`ResponseKey`](super::http::ResponseKey).
+#[cfg(feature = "redis")]
+pub(crate) fn wire_key<K: 'static>(key: &K) -> Option<Cow<'_, str>> {
+    if let Some((text, _)) = key_text(key) {
+        return Some(Cow::Borrowed(text));
+    }
+    (key as &dyn Any)
+        .downcast_ref::<super::http::ResponseKey>()
+        .map(|key| Cow::Owned(key.to_hex()))
+}
+
+/// A key of type `K` from its [`wire_key`] text.
+#[cfg(feature = "redis")]
+pub(crate) fn key_from_wire<K: 'static>(text: &str) -> Option<K> {
+    if TypeId::of::<K>() == TypeId::of::<super::http::ResponseKey>() {
+        let key: Box<dyn Any> = Box::new(super::http::ResponseKey::from_hex(text)?);
+        return key.downcast::<K>().ok().map(|key| *key);
+    }
+    key_from_text(text)
+}
+
+/// Whether keys of type `K` have a [`wire_key`] text.
+#[cfg(feature = "redis")]
+pub(crate) fn has_wire_key<K: 'static>() -> bool {
+    is_text_key::<K>() || TypeId::of::<K>() == TypeId::of::<super::http::ResponseKey>()
+}
+
 /// The statistics namespace of a string-like key: the first part (for plain strings only when there is more
 /// than one part, so single-part string keys do not each become a namespace).
 pub(crate) fn text_namespace(text: &str, always: bool) -> Option<&str> {

@@ -491,7 +491,7 @@ where
         tags: &[Cow<'static, str>],
         born: Option<u64>,
     ) {
-        let (Some(l2), Some((text, _))) = (&self.l2, key_text(key)) else {
+        let (Some(l2), Some(text)) = (&self.l2, super::key::wire_key(key)) else {
             return;
         };
         let meta = &stored.meta;
@@ -506,7 +506,7 @@ where
         };
         let stale_for = Duration::from_nanos(meta.stale_until.saturating_sub(meta.fresh_until));
         l2.write_back(
-            text,
+            &text,
             &stored.value,
             tags,
             fresh_for,
@@ -540,6 +540,66 @@ where
                 true
             }
             None => false,
+        }
+    }
+}
+
+/// The second level for the response cache, which reads and stores by hand (`peek` and `insert_since`).
+#[cfg(feature = "redis")]
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Whether this cache stores values in a second level.
+    pub(crate) fn stores_in_l2(&self) -> bool {
+        self.inner.l2.as_ref().is_some_and(|l2| l2.stores_values())
+    }
+
+    /// Looks `key` up in the second level only. A value found there is also put into L1, unless an
+    /// invalidation since `ticket` concerns it (as [`insert_since`](Cache::insert_since) does). When nothing
+    /// usable is found: `Err` with the generation a value computed from now on is born under, if the store
+    /// answered.
+    pub(crate) async fn second_level_get(&self, key: &K, ticket: Ticket) -> Result<V, Option<u64>> {
+        let (Some(l2), Some(text)) = (
+            self.inner.l2.as_ref().filter(|l2| l2.stores_values()),
+            super::key::wire_key(key),
+        ) else {
+            return Err(None);
+        };
+        match l2.lookup(&text).await {
+            super::l2::Lookup::Hit(found) => {
+                let mut loaded = Loaded::new(found.value.clone()).tags(found.tags);
+                if found.fresh_for != Duration::MAX {
+                    loaded = loaded.ttl(found.fresh_for).stale_for(found.stale_for);
+                }
+                self.insert_since(ticket, key.clone(), loaded);
+                Ok(found.value)
+            }
+            super::l2::Lookup::Miss(generation) => Err(generation),
+        }
+    }
+
+    /// Queues the write of `value`, kept for `ttl`, to the second level (in the background), for a value stored
+    /// in L1 by hand; `born` is the generation read before it was computed (`None`: the latest this node saw).
+    pub(crate) fn second_level_put(
+        &self,
+        key: &K,
+        value: &V,
+        tags: &[Cow<'static, str>],
+        ttl: Duration,
+        born: Option<u64>,
+    ) {
+        if let (Some(l2), Some(text)) = (self.inner.l2.as_ref(), super::key::wire_key(key)) {
+            l2.write_back(
+                &text,
+                value,
+                tags,
+                Some(ttl),
+                Duration::ZERO,
+                Some(ttl),
+                born,
+            );
         }
     }
 }
@@ -967,11 +1027,11 @@ where
         #[cfg(feature = "redis")]
         let mut l2_born = None;
         #[cfg(feature = "redis")]
-        if let (Some(l2), Some((text, _))) = (
+        if let (Some(l2), Some(text)) = (
             inner.l2.as_ref().filter(|l2| l2.stores_values()),
-            key_text(key),
+            super::key::wire_key(key),
         ) {
-            match l2.lookup(text).await {
+            match l2.lookup(&text).await {
                 super::l2::Lookup::Hit(found) => {
                     let stored = inner.stored_from_l2(key, found, born, ns);
                     let value = stored.value.clone();
@@ -1127,8 +1187,8 @@ where
             .fetch_add(1, Ordering::Relaxed);
         let removed = self.inner.invalidate_key(key);
         #[cfg(feature = "redis")]
-        if let Some((text, _)) = key_text(key) {
-            self.inner.announce(super::l2::MessageKind::Key, text);
+        if let Some(text) = super::key::wire_key(key) {
+            self.inner.announce(super::l2::MessageKind::Key, &text);
         }
         removed
     }

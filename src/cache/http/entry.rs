@@ -49,6 +49,8 @@ pub(crate) enum CacheStatus {
     Hit,
     /// Served from the cache after its freshness ran out, within `stale-while-revalidate` or `stale-if-error`.
     Stale,
+    /// Not in this node's store, but found fresh in the second level (`HIT-L2`, counted as a hit).
+    SecondLevelHit,
     /// Looked up and not found (or the stored response was not usable): the handler answered.
     Miss,
     /// The request may not use the cache (method, credentials, upgrade, key too long): the handler answered.
@@ -60,6 +62,7 @@ impl CacheStatus {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
+            CacheStatus::SecondLevelHit => "HIT-L2",
             CacheStatus::Stale => "STALE",
             CacheStatus::Miss => "MISS",
             CacheStatus::Bypass => "BYPASS",

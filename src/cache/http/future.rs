@@ -49,12 +49,18 @@ pin_project! {
     {
         Ready { response: Option<Response<ResponseBody<B>>> },
         Waiting { receiver: oneshot::Receiver<Delivery> },
+        SecondLevel { lookup: SecondLevelLookup },
         PollReady,
         Calling { #[pin] future: F },
         Collecting { collect: Option<Collect<B>> },
         Done,
     }
 }
+
+/// A lookup in the second level (boxed: it runs only after a miss of this node's store): the key and value
+/// found and put into the store, or the generation a response computed now is born under.
+pub(crate) type SecondLevelLookup =
+    Pin<Box<dyn Future<Output = Result<(ResponseKey, CachedResponse), Option<u64>>> + Send>>;
 
 /// What a request that looked up and missed carries until its response is sent.
 pub(crate) struct Miss<S, ReqBody> {
@@ -79,6 +85,8 @@ pub(crate) struct Miss<S, ReqBody> {
     /// A stored response usable instead of an error (`stale-if-error`).
     pub(crate) fallback: Option<CachedResponse>,
     pub(crate) started: Instant,
+    /// The generation the second level answered a lookup with, for the write of what the handler computes.
+    pub(crate) l2_born: Option<u64>,
 }
 
 /// A response whose body is being read ahead to be stored.
@@ -112,6 +120,15 @@ where
     pub(crate) fn calling(future: S::Future, miss: Miss<S, ReqBody>) -> Self {
         ResponseFuture {
             state: State::Calling { future },
+            miss: Some(miss),
+        }
+    }
+
+    /// The leader of a key reads the second level before it calls the handler (`miss.deferred`).
+    #[cfg(feature = "redis")]
+    pub(crate) fn second_level(lookup: SecondLevelLookup, miss: Miss<S, ReqBody>) -> Self {
+        ResponseFuture {
+            state: State::SecondLevel { lookup },
             miss: Some(miss),
         }
     }
@@ -207,6 +224,34 @@ impl<S, ReqBody> Miss<S, ReqBody> {
         ))
     }
 
+    /// The second level had the response (now in this node's store too): answer with it if it is fresh and
+    /// release the requests waiting for this key; else `None`, and the handler is called.
+    fn answer_from_second_level<B: Body>(
+        &mut self,
+        stored_under: ResponseKey,
+        value: CachedResponse,
+    ) -> Option<Response<ResponseBody<B>>> {
+        let (_, request) = self.deferred.as_ref()?;
+        let entry = stored(&value)?;
+        if entry.usability(Instant::now()) != Usability::Fresh {
+            return None;
+        }
+        let response = answer(
+            &self.shared,
+            &self.base,
+            entry,
+            request.headers(),
+            self.head,
+            CacheStatus::SecondLevelHit,
+            self.context.as_ref(),
+        );
+        if let Some(guard) = self.guard.take() {
+            guard.complete(&stored_under, &value);
+        }
+        self.deferred = None;
+        Some(response)
+    }
+
     /// The handler answered: send it on, or start reading its body to store it.
     fn on_response<F, B: Body>(&mut self, response: Response<B>) -> State<F, B> {
         let (mut parts, body) = response.into_parts();
@@ -271,6 +316,7 @@ impl<S, ReqBody> Miss<S, ReqBody> {
             &parts.headers,
             body.clone(),
             self.ticket,
+            self.l2_born,
         );
         match self.guard.take() {
             Some(guard) if stored_now => guard.complete(&stored_under, &value),
@@ -331,6 +377,28 @@ where
                     let response = delivery
                         .zip(this.miss.as_mut())
                         .and_then(|(delivery, miss)| miss.after_wait(delivery));
+                    match response {
+                        Some(response) => State::Ready {
+                            response: Some(response),
+                        },
+                        None => State::PollReady,
+                    }
+                }
+                StateProj::SecondLevel { lookup } => {
+                    let found = ready!(lookup.as_mut().poll(cx));
+                    let Some(miss) = this.miss.as_mut() else {
+                        this.state.set(State::Done);
+                        continue;
+                    };
+                    let response = match found {
+                        Ok((stored_under, value)) => {
+                            miss.answer_from_second_level(stored_under, value)
+                        }
+                        Err(born) => {
+                            miss.l2_born = born;
+                            None
+                        }
+                    };
                     match response {
                         Some(response) => State::Ready {
                             response: Some(response),
@@ -435,6 +503,7 @@ where
         let state = match &self.state {
             State::Ready { .. } => "ready",
             State::Waiting { .. } => "waiting",
+            State::SecondLevel { .. } => "second_level",
             State::PollReady => "poll_ready",
             State::Calling { .. } => "calling",
             State::Collecting { .. } => "collecting",

@@ -39,6 +39,39 @@ impl ResponseKey {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// The key's bytes in lowercase hex: its name in the second level and on the invalidation bus.
+    #[cfg(feature = "redis")]
+    pub(crate) fn to_hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(self.0.len() * 2);
+        for byte in self.0.iter() {
+            text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        }
+        text
+    }
+
+    /// The key whose [`to_hex`](ResponseKey::to_hex) is `text`; `None` for anything else.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_hex(text: &str) -> Option<ResponseKey> {
+        fn digit(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            }
+        }
+        let bytes = text.as_bytes();
+        if bytes.is_empty() || !bytes.len().is_multiple_of(2) {
+            return None;
+        }
+        let decoded = bytes
+            .chunks_exact(2)
+            .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+            .collect::<Option<Vec<u8>>>()?;
+        Some(ResponseKey(Bytes::from(decoded)))
+    }
 }
 
 impl std::fmt::Debug for ResponseKey {
@@ -281,6 +314,14 @@ impl VarySpec {
         }
         names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         Ok(Some(VarySpec(names.into_boxed_slice())))
+    }
+
+    /// The spec of these names (as read back from the second level): `None` when there are none or too many.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_names(mut names: Vec<HeaderName>) -> Option<VarySpec> {
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        (!names.is_empty() && names.len() <= MAX_VARY).then(|| VarySpec(names.into_boxed_slice()))
     }
 
     /// The names, sorted.

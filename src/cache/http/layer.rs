@@ -84,6 +84,9 @@ pub struct ResponseCacheBuilder {
     stored_headers: Vec<String>,
     key_by_identity: bool,
     honor_request_directives: bool,
+    /// The second level, and whether responses are stored there (else invalidations only).
+    #[cfg(feature = "redis")]
+    l2: Option<(crate::cache::l2::SecondLevel, bool)>,
 }
 
 impl Default for ResponseCacheBuilder {
@@ -106,6 +109,8 @@ impl Default for ResponseCacheBuilder {
                 .collect(),
             key_by_identity: false,
             honor_request_directives: false,
+            #[cfg(feature = "redis")]
+            l2: None,
         }
     }
 }
@@ -220,6 +225,30 @@ impl ResponseCacheBuilder {
         self
     }
 
+    /// Puts `level` (Redis, usually) behind the layer's own store: a request that finds nothing in this node's
+    /// store reads the second level before it calls the handler (under the key's single flight), a fresh
+    /// response found there is answered with `X-Cache: HIT-L2` and kept in this node's store, and every
+    /// response stored is also written there in the background (encoded by [`ResponseCodec`](super::ResponseCodec)
+    /// in the second level's envelope). Invalidations (`invalidate_tag`, `invalidate`, `clear` on
+    /// [`store`](ResponseCacheLayer::store)) reach every node on `level`. Feature `redis`.
+    ///
+    /// For a [`store`](ResponseCacheBuilder::store) of your own, attach the level to that store instead
+    /// (`second_level_with_codec(level, ResponseCodec)` or `invalidation_bus(level)` on its builder);
+    /// `build` refuses both together.
+    #[cfg(feature = "redis")]
+    pub fn second_level(mut self, level: crate::cache::l2::SecondLevel) -> Self {
+        self.l2 = Some((level, true));
+        self
+    }
+
+    /// Shares the invalidations of the layer's own store with the other nodes on `level` and applies theirs,
+    /// without storing responses in the second level. Feature `redis`.
+    #[cfg(feature = "redis")]
+    pub fn invalidation_bus(mut self, level: crate::cache::l2::SecondLevel) -> Self {
+        self.l2 = Some((level, false));
+        self
+    }
+
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<ResponseCacheLayer, BuildError> {
         range(
@@ -276,13 +305,32 @@ impl ResponseCacheBuilder {
             honor_request_directives: self.honor_request_directives,
             stored_headers,
         };
+        #[cfg(feature = "redis")]
+        if self.store.is_some() && self.l2.is_some() {
+            return Err(BuildError::OutOfRange {
+                setting: "second_level",
+                expected: "no store of your own (attach the level to that store: \
+                           second_level_with_codec(level, ResponseCodec) on its builder)",
+                got: "a store and a second level".to_owned(),
+            });
+        }
         let store = match self.store {
             Some(store) => store,
-            None => Cache::builder()
-                .name(DEFAULT_STORE_NAME)
-                .max_weight(self.max_bytes)
-                .weigher(CachedResponse::weigh)
-                .build()?,
+            None => {
+                let builder = Cache::builder()
+                    .name(DEFAULT_STORE_NAME)
+                    .max_weight(self.max_bytes)
+                    .weigher(CachedResponse::weigh);
+                #[cfg(feature = "redis")]
+                let builder = match self.l2 {
+                    Some((level, true)) => {
+                        builder.second_level_with_codec(level, super::ResponseCodec)
+                    }
+                    Some((level, false)) => builder.invalidation_bus(level),
+                    None => builder,
+                };
+                builder.build()?
+            }
         };
         let stats = Arc::new(Stats::default());
         store.inner.responses.lock().push(Arc::downgrade(&stats));
@@ -428,7 +476,7 @@ impl Shared {
     /// store's, so the store's statistics tell stale answers from fresh ones.
     pub(crate) fn count(&self, base: &ResponseKey, status: CacheStatus) {
         let (counter, lookup) = match status {
-            CacheStatus::Hit => (&self.stats.hits, Counter::Hits),
+            CacheStatus::Hit | CacheStatus::SecondLevelHit => (&self.stats.hits, Counter::Hits),
             CacheStatus::Stale => (&self.stats.stale, Counter::StaleHits),
             CacheStatus::Miss => (&self.stats.misses, Counter::Misses),
             CacheStatus::Bypass => (&self.stats.bypassed, Counter::Misses),
@@ -457,6 +505,10 @@ impl Shared {
     /// returns the key it goes under, the value, and whether it was stored: not when an invalidation of the
     /// key, of one of its tags, or `clear` landed since the ticket (counted as
     /// [`SkipReason::Invalidated`]).
+    ///
+    /// With a second level, a stored response is also written there; `l2_born` is the generation the second
+    /// level answered with before the handler was called (`None`: the latest this node saw).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn store(
         &self,
         base: &ResponseKey,
@@ -465,6 +517,7 @@ impl Shared {
         headers: &HeaderMap,
         body: Bytes,
         ticket: Ticket,
+        l2_born: Option<u64>,
     ) -> (ResponseKey, CachedResponse, bool) {
         let Pending {
             freshness,
@@ -485,19 +538,33 @@ impl Shared {
             vary.clone(),
         );
         let value = CachedResponse::response(stored);
-        let tags = tags.iter().map(|tag| tag.to_string());
+        let tags: Vec<std::borrow::Cow<'static, str>> = tags
+            .iter()
+            .map(|tag| std::borrow::Cow::Owned(tag.to_string()))
+            .collect();
         let loaded = Loaded::new(value.clone())
             .ttl(keep_for)
             .stale_for(Duration::ZERO)
-            .tags(tags);
+            .tags(tags.iter().cloned());
         if !self.store.insert_since(ticket, key.clone(), loaded) {
             self.stats.skip(SkipReason::Invalidated);
             return (key, value, false);
         }
+        #[cfg(feature = "redis")]
+        if self.store.stores_in_l2() {
+            self.store
+                .second_level_put(&key, &value, &tags, keep_for, l2_born);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = l2_born;
         if let Some(spec) = vary {
-            let record = Loaded::new(CachedResponse::vary(spec))
-                .ttl(keep_for)
-                .stale_for(Duration::ZERO);
+            let record = CachedResponse::vary(spec);
+            #[cfg(feature = "redis")]
+            if self.store.stores_in_l2() {
+                self.store
+                    .second_level_put(base, &record, &[], keep_for, l2_born);
+            }
+            let record = Loaded::new(record).ttl(keep_for).stale_for(Duration::ZERO);
             // Refused only after an invalidation of the base key: the variant is then not found, a miss.
             self.store.insert_since(ticket, base.clone(), record);
         }

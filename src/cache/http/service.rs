@@ -164,6 +164,8 @@ where
             }
         }
 
+        #[cfg(feature = "redis")]
+        let found_stale = fallback.is_some();
         let mut miss = Miss {
             shared: shared.clone(),
             // Before the handler reads anything: a response it computes is stored only if nothing it may
@@ -180,6 +182,7 @@ where
             store: usage.store,
             fallback,
             started: Instant::now(),
+            l2_born: None,
         };
         if !usage.store {
             return ResponseFuture::calling(self.inner.call(request), miss);
@@ -188,6 +191,19 @@ where
             Joined::Leader(guard) => {
                 miss.guard = Some(guard);
                 miss.request_headers = Some(request.headers().clone());
+                // Nothing here: the second level may have it (read before the handler is called, while the
+                // requests for the same key wait for this one).
+                #[cfg(feature = "redis")]
+                if !found_stale && !usage.skip_lookup && shared.store.stores_in_l2() {
+                    let lookup = second_level_lookup(
+                        shared.clone(),
+                        miss.base.clone(),
+                        request.headers().clone(),
+                        miss.ticket,
+                    );
+                    miss.deferred = Some((self.inner.clone(), request));
+                    return ResponseFuture::second_level(lookup, miss);
+                }
                 strip_conditionals(request.headers_mut());
                 ResponseFuture::calling(self.inner.call(request), miss)
             }
@@ -251,6 +267,35 @@ impl<S> ResponseCache<S> {
     }
 }
 
+/// Reads `base` from the second level, and the variant key of the request when the base holds `Vary` names;
+/// what is found is put into the store (unless an invalidation since `ticket` concerns it).
+#[cfg(feature = "redis")]
+fn second_level_lookup(
+    shared: Arc<Shared>,
+    base: ResponseKey,
+    request_headers: HeaderMap,
+    ticket: Ticket,
+) -> super::future::SecondLevelLookup {
+    Box::pin(async move {
+        let found = shared.store.second_level_get(&base, ticket).await?;
+        match found.entry() {
+            Entry::Response(_) => Ok((base, found)),
+            Entry::Vary(spec) => {
+                let variant = spec
+                    .variant_key(&base, &request_headers, shared.config.key.max_key_bytes)
+                    .ok_or(None)?;
+                let found = shared.store.second_level_get(&variant, ticket).await?;
+                match found.entry() {
+                    Entry::Response(stored) if stored.vary.as_ref() == Some(spec) => {
+                        Ok((variant, found))
+                    }
+                    _ => Err(None),
+                }
+            }
+        }
+    })
+}
+
 /// The time the request's nested cache loads have recorded so far.
 pub(crate) fn nested_cache_time(context: Option<&RequestContext>) -> Duration {
     context.map_or(Duration::ZERO, |context| context.counters().cache_time)
@@ -296,8 +341,15 @@ async fn refresh<S, ReqBody, ResBody>(
         return;
     };
     let body = reader.into_bytes();
-    let (stored_under, value, stored) =
-        shared.store(&base, pending, parts.status, &parts.headers, body, ticket);
+    let (stored_under, value, stored) = shared.store(
+        &base,
+        pending,
+        parts.status,
+        &parts.headers,
+        body,
+        ticket,
+        None,
+    );
     if stored {
         Stats::add(&shared.stats.refreshes);
         guard.complete(&stored_under, &value);

@@ -12,7 +12,7 @@ use super::bus::MessageKind;
 use super::codec::Codec;
 use super::envelope::{self, DecodeError, TagKindByte};
 use super::level::{BusTarget, SecondLevel, unix_micros};
-use crate::cache::key::{key_from_text, prefix_tag, strip_wildcard, text_prefixes};
+use crate::cache::key::{key_from_text, key_from_wire, prefix_tag, strip_wildcard, text_prefixes};
 use crate::cache::stats::SecondLevelStats;
 use crate::cache::store::Inner;
 use crate::cache::tags::TagKind;
@@ -344,7 +344,7 @@ where
                 }
             }
             MessageKind::Key => {
-                if let Some(key) = key_from_text::<K>(name) {
+                if let Some(key) = key_from_wire::<K>(name) {
                     self.invalidate_key(&key);
                 }
             }

@@ -38,8 +38,9 @@ pub trait Codec<V>: Send + Sync + 'static {
 }
 
 /// The default codec: [postcard](https://docs.rs/postcard), a compact serde format (variable-length integers,
-/// no field names), with a small dependency tree. (A measured comparison with bincode and rmp-serde on a
-/// typical value is still to be written into `docs/`.)
+/// no field names), with a small dependency tree. Chosen by measurement against bincode 2 and rmp-serde on a
+/// typical ERP value: the smallest and the fastest to encode and to decode (see the
+/// [module documentation](super), "Codec").
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Postcard;
 

@@ -732,11 +732,12 @@ async fn subscriber(level: Weak<LevelShared>) {
             shared.settings.silence_timeout,
             shared.settings.heartbeat.min(Duration::from_millis(500)),
         );
-        let subscription =
-            match tokio::time::timeout(hard, shared.backend.subscribe(&shared.channel)).await {
-                Ok(Ok(subscription)) => Some(subscription),
-                _ => None,
-            };
+        // Through the breaker like every other call: while it is open the store sees no call at all, and once
+        // `open_for` has passed this retry is the probe that tells whether the store is back.
+        let subscription = shared
+            .call(hard, shared.backend.subscribe(&shared.channel))
+            .await
+            .ok();
         // After an outage, invalidations may have failed to reach the store: read nothing older than now.
         let recovered = match subscription {
             Some(_) if connected_before => shared

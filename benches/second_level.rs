@@ -1,0 +1,440 @@
+//! Cost of the second level (feature `redis`), each figure beside its baseline in the same run. The value is a
+//! typical ERP record: a product with ten fields (strings, numbers, a flag, an option) and a `Vec` of 20 lines.
+//!
+//! - `l1_hit/*`: `get_or_compute` answered from L1, on one of 10,000 entries: the cache alone, the same cache
+//!   with the second level on an in-process store, and (with `REDIS_URL`) on Redis. An L1 hit never touches
+//!   L2, so the three should cost the same (target: on within 10% of off).
+//! - `l2_hit/*` (needs `REDIS_URL`): an L1 miss answered from Redis (one pipelined round trip, the envelope
+//!   checked, the value decoded and put into L1), against a raw redis-rs `GET` of the same bytes on a
+//!   `ConnectionManager` of its own (target: within 1.3×).
+//! - `codec/*`: the default codec (postcard) encoding and decoding the product; its size is printed. The
+//!   comparison with bincode and rmp-serde was measured apart (see `docs/second-level.md`, "Codec").
+//! - After the criterion groups (needs `REDIS_URL`): the invalidation fan-out on loopback, two nodes in one
+//!   process, 2,000 trials: time from `invalidate_tag` returning on A to B's L1 missing, p50/p99/max.
+//!
+//! Run: `REDIS_URL=redis://127.0.0.1:6379/ CARGO_TARGET_DIR=~/.cache/perfscope/target cargo bench
+//! --all-features --bench second_level`. Results and the machine: `docs/benchmarks.md`.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use futures_util::FutureExt;
+use perfscope::cache::l2::{Codec, L2Backend, MemoryLevel, Postcard, RedisLevel, SecondLevel};
+use perfscope::cache::{Cache, CacheStatus, Loaded};
+use serde::{Deserialize, Serialize};
+
+const KEYS: usize = 10_000;
+/// Rounds and operations per round of the interleaved L2 measurement.
+const ROUNDS: usize = 31;
+const PER_ROUND: u32 = 2_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Line {
+    sku: String,
+    quantity: u32,
+    unit_price_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Product {
+    id: u64,
+    sku: String,
+    name: String,
+    description: String,
+    category: String,
+    price_cents: i64,
+    stock: u32,
+    active: bool,
+    supplier_id: Option<u64>,
+    lines: Vec<Line>,
+}
+
+fn product(id: u64) -> Product {
+    Product {
+        id,
+        sku: format!("SKU-{id:06}"),
+        name: format!("Widget {id}"),
+        description: "A sturdy widget for general use, zinc plated, sold per unit.".to_owned(),
+        category: "hardware/fasteners".to_owned(),
+        price_cents: 1299 + id as i64,
+        stock: 420,
+        active: true,
+        supplier_id: Some(17),
+        lines: (0..20)
+            .map(|i| Line {
+                sku: format!("PART-{i:04}"),
+                quantity: 1 + i,
+                unit_price_cents: 250 * i64::from(i + 1),
+            })
+            .collect(),
+    }
+}
+
+fn key(i: usize) -> String {
+    format!("product:{i}")
+}
+
+/// A level whose bus stays healthy while criterion pauses between groups (nothing drives the runtime then).
+fn level(backend: impl L2Backend, prefix: &str) -> SecondLevel {
+    SecondLevel::builder(backend)
+        .prefix(prefix)
+        .heartbeat(Duration::from_secs(5), Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+fn cache(level: Option<&SecondLevel>, max_entries: u64) -> Cache<String, Product> {
+    let mut builder = Cache::builder()
+        .name("products")
+        .max_entries(max_entries)
+        .ttl(Duration::from_secs(3600))
+        .sweep_interval(Duration::ZERO);
+    if let Some(level) = level {
+        builder = builder.second_level(level.clone());
+    }
+    builder.build().unwrap()
+}
+
+/// `get_or_compute` on keys that are all in L1: completes on its first poll.
+fn bench_l1_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, redis: Option<&str>) {
+    let _guard = runtime.enter();
+    let mut group = c.benchmark_group("l1_hit");
+    group.throughput(Throughput::Elements(1));
+    let memory = level(MemoryLevel::new(), "bench-l1:");
+    let on_redis = redis.map(|url| level(RedisLevel::open(url).unwrap(), "bench-l1:"));
+    let mut variants = vec![
+        ("l2_off", cache(None, 100_000)),
+        ("l2_on_memory", cache(Some(&memory), 100_000)),
+    ];
+    if let Some(l) = &on_redis {
+        variants.push(("l2_on_redis", cache(Some(l), 100_000)));
+    }
+    let keys: Vec<String> = (0..KEYS).map(key).collect();
+    for (_, cache) in &variants {
+        for (i, k) in keys.iter().enumerate() {
+            cache.insert_with(k.clone(), Loaded::new(product(i as u64)).tag("products"));
+        }
+    }
+    for (name, cache) in &variants {
+        let mut i = 0;
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                i = (i + 7919) % KEYS;
+                let fetched = cache
+                    .try_get_or_compute(&keys[i], || async { Err::<Product, ()>(()) })
+                    .now_or_never();
+                black_box(fetched)
+            })
+        });
+    }
+    // The same with `u64` values, where the hit path itself (not the clone of the product) is what is timed.
+    let small: Vec<(&str, Cache<String, u64>)> = vec![
+        ("u64_l2_off", small_cache(None)),
+        ("u64_l2_on_memory", small_cache(Some(&memory))),
+    ];
+    for (name, cache) in &small {
+        for (i, k) in keys.iter().enumerate() {
+            cache.insert_with(k.clone(), Loaded::new(i as u64).tag("products"));
+        }
+        let mut i = 0;
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                i = (i + 7919) % KEYS;
+                let fetched = cache
+                    .try_get_or_compute(&keys[i], || async { Err::<u64, ()>(()) })
+                    .now_or_never();
+                black_box(fetched)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn small_cache(level: Option<&SecondLevel>) -> Cache<String, u64> {
+    let mut builder = Cache::builder()
+        .name("numbers")
+        .max_entries(100_000)
+        .ttl(Duration::from_secs(3600))
+        .sweep_interval(Duration::ZERO);
+    if let Some(level) = level {
+        builder = builder.second_level(level.clone());
+    }
+    builder.build().unwrap()
+}
+
+/// An L1 miss served from Redis against a raw `GET` of the same entry.
+fn bench_l2_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str) {
+    let prefix = format!("bench-l2-{}:", std::process::id());
+    let (writer, reader) = runtime.block_on(async {
+        let writer = level(RedisLevel::open(url).unwrap(), &prefix);
+        let reader = level(RedisLevel::open(url).unwrap(), &prefix);
+        while !(writer.is_verified() && reader.is_verified()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (writer, reader)
+    });
+    let _guard = runtime.enter();
+    let a = cache(Some(&writer), 100_000);
+    // A tiny L1: almost every read of 10,000 keys misses it.
+    let b = cache(Some(&reader), 16);
+    runtime.block_on(async {
+        for i in 0..KEYS {
+            a.get_or_compute(&key(i), move || async move {
+                Loaded::new(product(i as u64)).tag("products")
+            })
+            .await
+            .unwrap();
+        }
+        while writer.stats().writes < KEYS as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Once over every key, so the versions of their tags are known (as on a node that has been serving).
+        for i in 0..KEYS {
+            let fetched = b
+                .try_get_or_compute_entry(&key(i), || async { Err::<Product, ()>(()) })
+                .await
+                .unwrap();
+            assert_eq!(fetched.status, CacheStatus::SecondLevelHit);
+        }
+    });
+    let raw = runtime.block_on(async {
+        let client = redis::Client::open(url).unwrap();
+        redis::aio::ConnectionManager::new(client).await.unwrap()
+    });
+    let entry_keys: Vec<String> = (0..KEYS)
+        .map(|i| format!("{prefix}products:e:{}", key(i)))
+        .collect();
+    let keys: Vec<String> = (0..KEYS).map(key).collect();
+    let payload = runtime.block_on(async {
+        let mut connection = raw.clone();
+        let bytes: Vec<u8> = redis::cmd("GET")
+            .arg(&entry_keys[0])
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        bytes.len()
+    });
+    println!("l2_hit: the entry of one product is {payload} bytes (envelope and postcard payload)");
+
+    let mut group = c.benchmark_group("l2_hit");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    group.bench_function("redis_rs_get", |bencher| {
+        bencher.iter(|| {
+            i = (i + 7919) % KEYS;
+            let mut connection = raw.clone();
+            let key = &entry_keys[i];
+            let bytes: Vec<u8> = runtime.block_on(async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap()
+            });
+            black_box(bytes)
+        })
+    });
+    // What one L2 lookup asks the server: the entry and three versions (in one round trip).
+    let version_keys = [
+        format!("{prefix}products:k:{}", key(0)),
+        format!("{prefix}products:clear"),
+        format!("{prefix}gen"),
+    ];
+    group.bench_function("redis_rs_pipeline_4_get", |bencher| {
+        bencher.iter(|| {
+            i = (i + 7919) % KEYS;
+            let mut connection = raw.clone();
+            let key = &entry_keys[i];
+            let reply: (Option<Vec<u8>>, Option<u64>, Option<u64>, Option<u64>) =
+                runtime.block_on(async {
+                    redis::pipe()
+                        .get(key)
+                        .get(&version_keys[0])
+                        .get(&version_keys[1])
+                        .get(&version_keys[2])
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap()
+                });
+            black_box(reply)
+        })
+    });
+    group.bench_function("redis_rs_mget_4", |bencher| {
+        bencher.iter(|| {
+            i = (i + 7919) % KEYS;
+            let mut connection = raw.clone();
+            let key = &entry_keys[i];
+            let reply: Vec<Option<Vec<u8>>> = runtime.block_on(async {
+                redis::cmd("MGET")
+                    .arg(key)
+                    .arg(&version_keys[..])
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap()
+            });
+            black_box(reply)
+        })
+    });
+    let before = reader.stats();
+    group.bench_function("perfscope_l2_hit", |bencher| {
+        bencher.iter(|| {
+            i = (i + 7919) % KEYS;
+            let key = &keys[i];
+            let fetched = runtime
+                .block_on(b.try_get_or_compute_entry(key, || async { Err::<Product, ()>(()) }));
+            black_box(fetched.unwrap())
+        })
+    });
+    group.finish();
+    // The VM's noise moves single criterion runs by tens of percent: also time the two interleaved, round by
+    // round, and compare their medians.
+    let (mut raw_rounds, mut l2_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        for _ in 0..PER_ROUND {
+            i = (i + 7919) % KEYS;
+            let mut connection = raw.clone();
+            let key = &entry_keys[i];
+            let bytes: Vec<u8> = runtime.block_on(async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap()
+            });
+            black_box(bytes);
+        }
+        raw_rounds.push(started.elapsed() / PER_ROUND);
+        let started = Instant::now();
+        for _ in 0..PER_ROUND {
+            i = (i + 7919) % KEYS;
+            let fetched = runtime.block_on(
+                b.try_get_or_compute_entry(&keys[i], || async { Err::<Product, ()>(()) }),
+            );
+            black_box(fetched.unwrap());
+        }
+        l2_rounds.push(started.elapsed() / PER_ROUND);
+    }
+    raw_rounds.sort();
+    l2_rounds.sort();
+    let (raw_median, l2_median) = (raw_rounds[ROUNDS / 2], l2_rounds[ROUNDS / 2]);
+    println!(
+        "l2_hit interleaved ({ROUNDS} rounds of {PER_ROUND} each): redis-rs GET median {raw_median:?}, \
+         perfscope L2 hit median {l2_median:?}, ratio {:.2}",
+        l2_median.as_secs_f64() / raw_median.as_secs_f64()
+    );
+    let after = reader.stats();
+    let stats = b.stats().second_level.unwrap();
+    println!(
+        "l2_hit: {} L2 hits, {} misses, {} calls, {} errors, {} timeouts in the run",
+        stats.hits,
+        stats.misses,
+        after.calls - before.calls,
+        after.errors - before.errors,
+        after.timeouts - before.timeouts,
+    );
+}
+
+fn bench_codec(c: &mut Criterion) {
+    let mut group = c.benchmark_group("codec");
+    let value = product(42);
+    let mut bytes = Vec::new();
+    Postcard.encode(&value, &mut bytes).unwrap();
+    println!(
+        "codec: postcard encodes the product in {} bytes",
+        bytes.len()
+    );
+    let mut out = Vec::with_capacity(1024);
+    group.bench_function("postcard_encode", |b| {
+        b.iter(|| {
+            out.clear();
+            Postcard.encode(black_box(&value), &mut out).unwrap();
+            black_box(out.len())
+        })
+    });
+    group.bench_function("postcard_decode", |b| {
+        b.iter(|| {
+            let back: Product = Postcard.decode(black_box(&bytes)).unwrap();
+            black_box(back)
+        })
+    });
+    group.finish();
+}
+
+/// Two nodes in one process on Redis: from `invalidate_tag` returning on A to B's L1 missing.
+fn fanout(runtime: &tokio::runtime::Runtime, url: &str) {
+    const TRIALS: u64 = 2_000;
+    let prefix = format!("bench-fanout-{}:", std::process::id());
+    let latencies = runtime.block_on(async {
+        let la = level(RedisLevel::open(url).unwrap(), &prefix);
+        let lb = level(RedisLevel::open(url).unwrap(), &prefix);
+        while !(la.is_verified() && lb.is_verified()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let a: Cache<String, u64> = Cache::builder()
+            .name("items")
+            .invalidation_bus(la.clone())
+            .build()
+            .unwrap();
+        let b: Cache<String, u64> = Cache::builder()
+            .name("items")
+            .invalidation_bus(lb.clone())
+            .build()
+            .unwrap();
+        let mut latencies = Vec::with_capacity(TRIALS as usize);
+        for trial in 0..TRIALS {
+            let key = format!("item:{trial}");
+            b.insert_with(key.clone(), Loaded::new(trial).tag(format!("tag:{trial}")));
+            let started = Instant::now();
+            a.invalidate_tag(&format!("tag:{trial}"));
+            while b.get(&key).is_some() {
+                assert!(started.elapsed() < Duration::from_secs(5), "never arrived");
+                tokio::task::yield_now().await;
+            }
+            latencies.push(started.elapsed());
+        }
+        latencies
+    });
+    let mut sorted = latencies;
+    sorted.sort();
+    let at = |q: f64| sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)];
+    println!(
+        "fanout: {TRIALS} invalidate_tag on A -> B's L1 misses, over Redis on loopback: p50 {:?}, p99 {:?}, max {:?}",
+        at(0.50),
+        at(0.99),
+        sorted[sorted.len() - 1],
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    let redis = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    if redis.is_none() {
+        println!(
+            "second_level: REDIS_URL is not set: only the in-memory parts run (l1_hit without Redis, codec); \
+             set it (e.g. `source scripts/private-redis; start_private_redis`) for l2_hit and the fan-out"
+        );
+    }
+    // One thread drives the client and the caches, as a request task would; the server is the other core.
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    bench_l1_hit(&mut criterion, &current, redis.as_deref());
+    bench_codec(&mut criterion);
+    if let Some(url) = redis.as_deref() {
+        bench_l2_hit(&mut criterion, &current, url);
+        // The fan-out needs the subscriber to run while the reader polls: two workers.
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        fanout(&multi, url);
+    }
+    criterion.final_summary();
+}
