@@ -83,7 +83,8 @@ impl Caches {
     /// Builds the data caches and the response-cache layer (to be applied to the cached routes); with a shared
     /// Redis (`fleet`), product rows are kept there too and every invalidation reaches the other instances.
     pub(crate) fn new(fleet: &Fleet) -> Result<(Self, ResponseCacheLayer), perfscope::BuildError> {
-        let layer = ResponseCacheLayer::builder()
+        let layer = fleet
+            .share_responses(ResponseCacheLayer::builder())
             .max_bytes(RESPONSE_MAX_BYTES)
             .default_ttl(RESPONSE_TTL)
             .stale_while_revalidate(RESPONSE_STALE)

@@ -165,9 +165,11 @@ impl Location {
             } else if cfg!(feature = "postgres") {
                 Ok(Self::Postgres(url))
             } else {
-                Err("DATABASE_URL is set, but this build has no PostgreSQL driver: run \
+                Err(
+                    "DATABASE_URL is set, but this build has no PostgreSQL driver: run \
                      `cargo run --features perfscope-demo/postgres --example erp_server`"
-                    .to_owned())
+                        .to_owned(),
+                )
             };
         }
         let path = std::env::var_os("ERP_DATABASE")

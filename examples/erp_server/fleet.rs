@@ -1,8 +1,9 @@
 //! Several instances of the demo behind a load balancer, sharing one database and one Redis.
 //!
 //! With `REDIS_URL` (and the demo's `redis` feature: `cargo run --features perfscope-demo/redis --example erp_server`):
-//! - the product rows live in Redis too, as the second level of the `products` cache, so an instance that has not
-//!   loaded a product reads it from Redis instead of the database;
+//! - the product rows and the cached responses live in Redis too, as the second level of the `products` cache and
+//!   of the response cache, so an instance that has not loaded a product reads it from Redis instead of the
+//!   database;
 //! - every cache's invalidations (a `PUT /api/products/{id}` on any instance) reach the other instances over the
 //!   invalidation bus, so none serves the old product after the write returns (within the bound printed at start);
 //! - this instance publishes its latency histograms, and `/admin/perf/stats?scope=fleet` merges every
@@ -23,6 +24,7 @@ fn redis_url() -> Option<String> {
 #[cfg(feature = "redis")]
 mod shared {
     use perfscope::cache::CacheBuilder;
+    use perfscope::cache::http::ResponseCacheBuilder;
     use perfscope::cache::l2::{RedisLevel, SecondLevel};
     use perfscope::fleet::{FleetConfig, FleetPublisher};
     use serde::Serialize;
@@ -85,6 +87,18 @@ mod shared {
             }
         }
 
+        /// The response cache with Redis as its second level: a response one instance stored is served by the
+        /// others (`X-Cache: HIT-L2`), and invalidations reach them all.
+        pub(crate) fn share_responses(
+            &self,
+            builder: ResponseCacheBuilder,
+        ) -> ResponseCacheBuilder {
+            match &self.level {
+                Some(level) => builder.second_level(level.clone()),
+                None => builder,
+            }
+        }
+
         /// One line for the start-up banner.
         pub(crate) fn describe(&self) -> Option<String> {
             let level = self.level.as_ref()?;
@@ -107,6 +121,7 @@ mod shared {
 #[cfg(not(feature = "redis"))]
 mod shared {
     use perfscope::cache::CacheBuilder;
+    use perfscope::cache::http::ResponseCacheBuilder;
 
     /// Without the `redis` feature there is nothing to share; `REDIS_URL` is refused rather than ignored.
     pub(crate) struct Fleet;
@@ -120,6 +135,13 @@ mod shared {
             &self,
             builder: CacheBuilder<K, V>,
         ) -> CacheBuilder<K, V> {
+            builder
+        }
+
+        pub(crate) fn share_responses(
+            &self,
+            builder: ResponseCacheBuilder,
+        ) -> ResponseCacheBuilder {
             builder
         }
 
