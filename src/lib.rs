@@ -64,15 +64,20 @@
 //! | `axum` | yes | route templates from axum's `MatchedPath`, and [`Perfscope::admin_router`] |
 //! | `json` | yes | JSON export ([`export::json`]), the admin `/stats` endpoint and the HTML dashboard |
 //! | `redis` | no | Redis for the fleet: with `monitor`, fleet-wide latency percentiles ([`fleet`]) |
+//! | `alloc` | no | a counting global allocator ([`alloc::CountingAllocator`]): bytes allocated per request and route |
 //! | `full` | no | everything but the services (`redis`) |
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `alloc::CountingAllocator` implements `GlobalAlloc`, which needs `unsafe`; that impl is
+// the crate's only exception.
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;
 
 #[cfg(feature = "axum")]
 mod admin;
+#[cfg(feature = "alloc")]
+pub mod alloc;
 #[cfg(any(feature = "monitor", feature = "query"))]
 mod announce;
 mod builder;
