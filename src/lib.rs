@@ -99,6 +99,7 @@ mod header_policy;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 mod panic_hook;
+mod process;
 #[cfg(feature = "query")]
 pub mod query;
 mod request_id;
@@ -123,8 +124,8 @@ pub use monitor::{MonitorLayer, Outcome};
 pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, is_valid_request_id};
 pub use route::MethodLabel;
 pub use snapshot::{
-    Bucket, HungRequest, LatencyWindows, OverflowStats, Percentiles, PhaseTiming, RouteStats,
-    SettingsSnapshot, SlowRequest, Snapshot,
+    AllocatedBytes, Bucket, HungRequest, LatencyWindows, OverflowStats, Percentiles, PhaseTiming,
+    ProcessStats, RouteStats, SettingsSnapshot, SlowRequest, Snapshot,
 };
 
 /// The README's and the guide's code, compiled by `cargo test --all-features --doc` (the guide's fleet part needs
@@ -221,6 +222,11 @@ impl Perfscope {
                 timing_headers: config.header_policy.resolved(),
                 slow_threshold_ms: config.slow_threshold.as_secs_f64() * 1000.0,
                 hung_threshold_ms: config.hung_threshold.as_secs_f64() * 1000.0,
+                allocation_warning_bytes: self
+                    .inner
+                    .monitor
+                    .attributes_allocations()
+                    .then_some(config.allocation_warning_bytes),
             }
         }
         #[cfg(not(feature = "monitor"))]
@@ -230,6 +236,7 @@ impl Perfscope {
                 timing_headers: "off",
                 slow_threshold_ms: 0.0,
                 hung_threshold_ms: 0.0,
+                allocation_warning_bytes: None,
             }
         }
     }
@@ -251,6 +258,7 @@ impl Perfscope {
                 slow_requests_total: view.slow_requests_total,
                 hung_requests: view.hung_requests,
                 overflow: view.overflow,
+                process: ProcessStats::read(),
                 #[cfg(feature = "cache")]
                 caches: self.cache_stats(),
                 #[cfg(feature = "query")]
@@ -271,6 +279,7 @@ impl Perfscope {
                 slow_requests_total: 0,
                 hung_requests: Vec::new(),
                 overflow: OverflowStats::default(),
+                process: ProcessStats::read(),
                 #[cfg(feature = "cache")]
                 caches: self.cache_stats(),
                 #[cfg(feature = "query")]
