@@ -9,7 +9,7 @@
 //! [`allocation_warning_threshold`](crate::PerfscopeBuilder::allocation_warning_threshold) (default 64 MiB) is
 //! logged, rate-limited.
 //!
-//! ```
+//! ```standalone_crate
 //! use perfscope::alloc::CountingAllocator;
 //!
 //! #[global_allocator]

@@ -129,7 +129,7 @@ pub use snapshot::{
 };
 
 /// The README's and the guide's code, compiled by `cargo test --all-features --doc` (the guide's fleet part needs
-/// `redis`).
+/// `redis`, its memory part `alloc`).
 #[cfg(all(
     doctest,
     feature = "monitor",
@@ -137,7 +137,8 @@ pub use snapshot::{
     feature = "query",
     feature = "axum",
     feature = "json",
-    feature = "redis"
+    feature = "redis",
+    feature = "alloc"
 ))]
 #[doc = include_str!("../README.md")]
 #[doc = include_str!("../docs/guide.md")]
