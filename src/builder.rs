@@ -158,6 +158,33 @@ impl PerfscopeBuilder {
     }
 }
 
+#[cfg(all(feature = "monitor", feature = "alloc"))]
+impl PerfscopeBuilder {
+    /// Whether each request is charged the bytes it allocates (default `true`), which takes effect only when
+    /// [`CountingAllocator`](crate::alloc::CountingAllocator) is the global allocator. Turning it off keeps the
+    /// allocator's counting but leaves requests, routes and `Server-Timing` without allocation figures.
+    pub fn count_allocations(mut self, count: bool) -> Self {
+        self.monitor.count_allocations = count;
+        self
+    }
+
+    /// A request that allocates more than `bytes` is logged: a `tracing` warning (target `perfscope::alloc`)
+    /// with its request ID, route and bytes, at most [`slow_warnings_per_minute`](Self::slow_warnings_per_minute)
+    /// a minute, the rest counted. Default 64 MiB; `u64::MAX` turns the warning off.
+    ///
+    /// ```
+    /// let perf = perfscope::Perfscope::builder()
+    ///     .allocation_warning_threshold(16 << 20)
+    ///     .build()
+    ///     .expect("valid configuration");
+    /// # drop(perf);
+    /// ```
+    pub fn allocation_warning_threshold(mut self, bytes: u64) -> Self {
+        self.monitor.allocation_warning_bytes = bytes;
+        self
+    }
+}
+
 #[cfg(feature = "monitor")]
 fn header_name(
     setting: &'static str,

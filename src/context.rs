@@ -98,6 +98,7 @@ struct Counters {
     cache_micros: AtomicU64,
     queries: AtomicU64,
     query_micros: AtomicU64,
+    allocated: AtomicU64,
 }
 
 /// A copy of a request's counters.
@@ -114,6 +115,9 @@ pub struct ContextCounters {
     pub queries: u64,
     /// Time spent in database queries.
     pub query_time: Duration,
+    /// Bytes allocated by the request's task while the monitor polled it (feature `alloc`, with
+    /// [`CountingAllocator`](crate::alloc) installed; 0 otherwise).
+    pub allocated_bytes: u64,
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -299,6 +303,7 @@ impl RequestContext {
         InRequest {
             inner: CURRENT.scope(self, future),
             span,
+            allocations: AllocationTarget::default(),
         }
     }
 
@@ -497,7 +502,26 @@ impl RequestContext {
             cache_time: Duration::from_micros(counters.cache_micros.load(Ordering::Relaxed)),
             queries: counters.queries.load(Ordering::Relaxed),
             query_time: Duration::from_micros(counters.query_micros.load(Ordering::Relaxed)),
+            allocated_bytes: counters.allocated.load(Ordering::Relaxed),
         }
+    }
+
+    /// Charges `bytes` allocated on the request's behalf.
+    #[cfg(all(feature = "alloc", any(feature = "monitor", feature = "query")))]
+    #[inline]
+    pub(crate) fn add_allocated(&self, bytes: u64) {
+        if bytes > 0 {
+            self.inner
+                .counters
+                .allocated
+                .fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes charged so far (see [`ContextCounters::allocated_bytes`]).
+    #[cfg(all(feature = "alloc", feature = "monitor"))]
+    pub(crate) fn allocated(&self) -> u64 {
+        self.inner.counters.allocated.load(Ordering::Relaxed)
     }
 
     /// Whether two handles point at the same request.
@@ -538,11 +562,31 @@ impl fmt::Debug for RequestContext {
 #[cfg(any(feature = "monitor", feature = "query"))]
 pin_project_lite::pin_project! {
     /// A request's future, run with its context as the task-local current one and inside its span when it has
-    /// one (see [`RequestContext::run`]).
+    /// one (see [`RequestContext::run`]); with feature `alloc`, charges what each poll allocates to the context
+    /// it was told to (`InRequest::count_allocations`, which only the monitor calls).
     pub(crate) struct InRequest<F> {
         #[pin]
         inner: tokio::task::futures::TaskLocalFuture<RequestContext, F>,
         span: Option<tracing::Span>,
+        allocations: AllocationTarget,
+    }
+}
+
+/// The context a request's polls charge their allocations to, if any.
+#[cfg(all(feature = "alloc", any(feature = "monitor", feature = "query")))]
+type AllocationTarget = Option<RequestContext>;
+/// Nothing to charge without the `alloc` feature.
+#[cfg(all(not(feature = "alloc"), any(feature = "monitor", feature = "query")))]
+type AllocationTarget = ();
+
+#[cfg(all(feature = "alloc", any(feature = "monitor", feature = "query")))]
+impl<F> InRequest<F> {
+    /// Charges the bytes allocated during each poll to `context` (`None`: to no one). Only the monitor that
+    /// records the request sets it, so that nested perfscope layers do not count a poll twice.
+    #[cfg_attr(not(feature = "monitor"), allow(dead_code))]
+    pub(crate) fn count_allocations(mut self, context: Option<RequestContext>) -> Self {
+        self.allocations = context;
+        self
     }
 }
 
@@ -556,6 +600,15 @@ impl<F: Future> Future for InRequest<F> {
     ) -> std::task::Poll<F::Output> {
         let this = self.project();
         let _entered = this.span.as_ref().map(tracing::Span::enter);
+        #[cfg(feature = "alloc")]
+        if let Some(context) = this.allocations.as_ref() {
+            // The counter is the thread's, and one thread runs one poll at a time: the difference is this
+            // poll's, whatever runs concurrently on other threads.
+            let before = crate::alloc::thread_allocated_bytes();
+            let poll = this.inner.poll(cx);
+            context.add_allocated(crate::alloc::thread_allocated_bytes().wrapping_sub(before));
+            return poll;
+        }
         this.inner.poll(cx)
     }
 }

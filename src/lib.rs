@@ -64,15 +64,20 @@
 //! | `axum` | yes | route templates from axum's `MatchedPath`, and [`Perfscope::admin_router`] |
 //! | `json` | yes | JSON export ([`export::json`]), the admin `/stats` endpoint and the HTML dashboard |
 //! | `redis` | no | Redis for the fleet: with `monitor`, fleet-wide latency percentiles ([`fleet`]) |
+//! | `alloc` | no | a counting global allocator ([`alloc::CountingAllocator`]): bytes allocated per request and route |
 //! | `full` | no | everything but the services (`redis`) |
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: `alloc::CountingAllocator` implements `GlobalAlloc`, which needs `unsafe`; that impl is
+// the crate's only exception.
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;
 
 #[cfg(feature = "axum")]
 mod admin;
+#[cfg(feature = "alloc")]
+pub mod alloc;
 #[cfg(any(feature = "monitor", feature = "query"))]
 mod announce;
 mod builder;
@@ -94,6 +99,7 @@ mod header_policy;
 #[cfg(feature = "monitor")]
 pub mod monitor;
 mod panic_hook;
+mod process;
 #[cfg(feature = "query")]
 pub mod query;
 mod request_id;
@@ -118,12 +124,12 @@ pub use monitor::{MonitorLayer, Outcome};
 pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, is_valid_request_id};
 pub use route::MethodLabel;
 pub use snapshot::{
-    Bucket, HungRequest, LatencyWindows, OverflowStats, Percentiles, PhaseTiming, RouteStats,
-    SettingsSnapshot, SlowRequest, Snapshot,
+    AllocatedBytes, Bucket, HungRequest, LatencyWindows, OverflowStats, Percentiles, PhaseTiming,
+    ProcessStats, RouteStats, SettingsSnapshot, SlowRequest, Snapshot,
 };
 
 /// The README's and the guide's code, compiled by `cargo test --all-features --doc` (the guide's fleet part needs
-/// `redis`).
+/// `redis`, its memory part `alloc`).
 #[cfg(all(
     doctest,
     feature = "monitor",
@@ -131,7 +137,8 @@ pub use snapshot::{
     feature = "query",
     feature = "axum",
     feature = "json",
-    feature = "redis"
+    feature = "redis",
+    feature = "alloc"
 ))]
 #[doc = include_str!("../README.md")]
 #[doc = include_str!("../docs/guide.md")]
@@ -216,6 +223,11 @@ impl Perfscope {
                 timing_headers: config.header_policy.resolved(),
                 slow_threshold_ms: config.slow_threshold.as_secs_f64() * 1000.0,
                 hung_threshold_ms: config.hung_threshold.as_secs_f64() * 1000.0,
+                allocation_warning_bytes: self
+                    .inner
+                    .monitor
+                    .attributes_allocations()
+                    .then_some(config.allocation_warning_bytes),
             }
         }
         #[cfg(not(feature = "monitor"))]
@@ -225,6 +237,7 @@ impl Perfscope {
                 timing_headers: "off",
                 slow_threshold_ms: 0.0,
                 hung_threshold_ms: 0.0,
+                allocation_warning_bytes: None,
             }
         }
     }
@@ -246,6 +259,7 @@ impl Perfscope {
                 slow_requests_total: view.slow_requests_total,
                 hung_requests: view.hung_requests,
                 overflow: view.overflow,
+                process: ProcessStats::read(),
                 #[cfg(feature = "cache")]
                 caches: self.cache_stats(),
                 #[cfg(feature = "query")]
@@ -266,6 +280,7 @@ impl Perfscope {
                 slow_requests_total: 0,
                 hung_requests: Vec::new(),
                 overflow: OverflowStats::default(),
+                process: ProcessStats::read(),
                 #[cfg(feature = "cache")]
                 caches: self.cache_stats(),
                 #[cfg(feature = "query")]

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub hung_requests: Vec<HungRequest>,
     /// What the cardinality guards turned away.
     pub overflow: OverflowStats,
+    /// The process: resident memory, and whether the counting allocator is installed.
+    pub process: ProcessStats,
     /// Statistics of each cache registered with [`Perfscope::register_cache`](crate::Perfscope::register_cache).
     #[cfg(feature = "cache")]
     pub caches: Vec<crate::cache::CacheStatsSnapshot>,
@@ -57,6 +59,9 @@ pub struct SettingsSnapshot {
     pub slow_threshold_ms: f64,
     /// Duration in flight from which a request is listed as hung, milliseconds.
     pub hung_threshold_ms: f64,
+    /// Bytes one request may allocate before it is logged (feature `alloc`, with the counting allocator
+    /// installed); `None` when allocations are not attributed to requests.
+    pub allocation_warning_bytes: Option<u64>,
 }
 
 impl SettingsSnapshot {
@@ -114,6 +119,49 @@ pub struct RouteStats {
     pub distribution: Vec<Bucket>,
     /// Sum of all recorded latencies, seconds.
     pub sum_secs: f64,
+    /// Bytes allocated per request (feature `alloc`, with [`CountingAllocator`](crate::alloc) installed);
+    /// `None` when allocations are not attributed, or no request on the route was measured.
+    pub allocated_bytes: Option<AllocatedBytes>,
+}
+
+/// The distribution of bytes allocated per request on one route (see [`crate::alloc`] for what is counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct AllocatedBytes {
+    /// Requests measured.
+    pub count: u64,
+    /// Median, bytes (the top of its histogram bin: at most 1% above the true value, never above `max`).
+    pub p50: u64,
+    /// 95th percentile, bytes (same precision).
+    pub p95: u64,
+    /// Largest, bytes (exact).
+    pub max: u64,
+    /// Sum over the measured requests, bytes (exact).
+    pub sum: u64,
+}
+
+/// Facts about the whole process, read when the snapshot is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ProcessStats {
+    /// Resident set size, bytes (Linux: `VmRSS` of `/proc/self/status`); `None` on other systems.
+    pub resident_memory_bytes: Option<u64>,
+    /// Whether [`CountingAllocator`](crate::alloc) is the global allocator (feature `alloc`), so that
+    /// [`RouteStats::allocated_bytes`] is measured.
+    pub counting_allocator: bool,
+}
+
+impl ProcessStats {
+    /// The process now.
+    pub(crate) fn read() -> Self {
+        ProcessStats {
+            resident_memory_bytes: crate::process::resident_memory_bytes(),
+            #[cfg(feature = "alloc")]
+            counting_allocator: crate::alloc::is_installed(),
+            #[cfg(not(feature = "alloc"))]
+            counting_allocator: false,
+        }
+    }
 }
 
 /// Latency percentiles for the lifetime and the sliding windows.
@@ -240,4 +288,6 @@ pub struct OverflowStats {
     pub slow_warnings_suppressed: u64,
     /// Latency samples above the histogram range (`histogram_max`), recorded as the range's top.
     pub latency_clamped: u64,
+    /// Large-allocation warnings (feature `alloc`) not logged because of the rate limit.
+    pub allocation_warnings_suppressed: u64,
 }

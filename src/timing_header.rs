@@ -102,6 +102,43 @@ impl<const N: usize> ValueBuf<N> {
         ok
     }
 
+    /// Appends `, name;desc="1.50 MiB"` (or `name;desc=…` at `start`): a byte count in binary units, see
+    /// [`ValueBuf::push_byte_size`]. Rolls back when it does not fit.
+    #[cfg(any(all(feature = "monitor", feature = "alloc"), test))]
+    pub(crate) fn push_allocated_from(&mut self, start: usize, name: &str, bytes: u64) -> bool {
+        let mark = self.len;
+        let ok = (mark == start || self.push_bytes(b", "))
+            && push_token(self, name)
+            && self.push_bytes(b";desc=\"")
+            && self.push_byte_size(bytes)
+            && self.push(b'"');
+        if !ok {
+            self.len = mark;
+        }
+        ok
+    }
+
+    /// A byte count for people: `512 B`, or two decimals of the largest binary unit it reaches (`1.00 MiB`,
+    /// `12.34 KiB`). The decimals are cut, not rounded, so the figure shown is never above the true one and
+    /// less than 1% below it.
+    #[cfg(any(all(feature = "monitor", feature = "alloc"), test))]
+    fn push_byte_size(&mut self, bytes: u64) -> bool {
+        const UNITS: [&[u8]; 6] = [b" KiB", b" MiB", b" GiB", b" TiB", b" PiB", b" EiB"];
+        if bytes < 1024 {
+            return self.push_u64(bytes) && self.push_bytes(b" B");
+        }
+        // The largest unit at or below `bytes`: 1 KiB is 2^10, each next one 2^10 times more.
+        let unit = ((63 - bytes.leading_zeros()) / 10).clamp(1, 6);
+        let shift = 10 * unit;
+        let whole = bytes >> shift;
+        let rest = u128::from(bytes & ((1u64 << shift) - 1));
+        // Below 100, so the cast is lossless.
+        let hundredths = ((rest * 100) >> shift) as u8;
+        self.push_u64(whole)
+            && self.push_bytes(&[b'.', b'0' + hundredths / 10, b'0' + hundredths % 10])
+            && self.push_bytes(UNITS[(unit - 1) as usize])
+    }
+
     #[cfg(feature = "monitor")]
     /// Appends an `X-Response-Time` value, `12.345ms`; rolls back when it does not fit.
     pub(crate) fn push_response_time(&mut self, duration: Duration) -> bool {
@@ -233,7 +270,65 @@ mod tests {
         assert_eq!(buf.as_bytes(), b"total;dur=1.500, db_query;dur=0.250");
     }
 
+    fn byte_size(bytes: u64) -> String {
+        let mut buf = ValueBuf::<64>::new();
+        assert!(buf.push_allocated_from(0, "alloc", bytes));
+        String::from_utf8(buf.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn allocated_bytes_read_in_binary_units() {
+        assert_eq!(byte_size(0), r#"alloc;desc="0 B""#);
+        assert_eq!(byte_size(1023), r#"alloc;desc="1023 B""#);
+        assert_eq!(byte_size(1024), r#"alloc;desc="1.00 KiB""#);
+        assert_eq!(byte_size(1 << 20), r#"alloc;desc="1.00 MiB""#);
+        // Cut, not rounded: just under 2 MiB is not shown as 2.00 MiB.
+        assert_eq!(byte_size((2 << 20) - 1), r#"alloc;desc="1.99 MiB""#);
+        assert_eq!(byte_size(1536 << 30), r#"alloc;desc="1.50 TiB""#);
+        assert_eq!(byte_size(u64::MAX), r#"alloc;desc="15.99 EiB""#);
+        let mut buf = ValueBuf::<64>::new();
+        assert!(buf.push_timing("total", Duration::from_millis(1)));
+        assert!(buf.push_allocated_from(0, "alloc", 1 << 20));
+        assert_eq!(buf.as_bytes(), br#"total;dur=1.000, alloc;desc="1.00 MiB""#);
+        let mut full = ValueBuf::<12>::new();
+        assert!(!full.push_allocated_from(0, "alloc", 1 << 20));
+        assert!(full.is_empty(), "rolled back");
+    }
+
+    /// Reads back a `push_byte_size` figure, in bytes, as shown.
+    fn parse_byte_size(shown: &str) -> f64 {
+        let (number, unit) = shown.split_once(' ').unwrap();
+        let scale = match unit {
+            "B" => 1.0,
+            "KiB" => 1024f64,
+            "MiB" => 1024f64.powi(2),
+            "GiB" => 1024f64.powi(3),
+            "TiB" => 1024f64.powi(4),
+            "PiB" => 1024f64.powi(5),
+            "EiB" => 1024f64.powi(6),
+            other => panic!("unit {other}"),
+        };
+        number.parse::<f64>().unwrap() * scale
+    }
+
     proptest! {
+        /// The figure shown is never above the true count and less than 1% below it, and the entry is a
+        /// valid header value.
+        #[test]
+        fn allocated_bytes_are_shown_within_one_percent_below(bytes in any::<u64>()) {
+            let mut buf = ValueBuf::<64>::new();
+            prop_assert!(buf.push_allocated_from(0, "alloc", bytes));
+            prop_assert!(buf.to_header_value().is_some());
+            let text = std::str::from_utf8(buf.as_bytes()).unwrap();
+            let shown = text.strip_prefix("alloc;desc=\"").unwrap().strip_suffix('"').unwrap();
+            let shown = parse_byte_size(shown);
+            let exact = bytes as f64;
+            // f64 carries 53 bits: allow its rounding at the top of the range.
+            let slack = exact * 1e-12;
+            prop_assert!(shown <= exact + slack, "{} shown as {}", bytes, shown);
+            prop_assert!(shown > exact * 0.99 - slack, "{} shown as {}", bytes, shown);
+        }
+
         #[test]
         fn any_phase_name_and_duration_gives_a_valid_header(
             names in proptest::collection::vec(any::<String>(), 0..20),

@@ -157,7 +157,10 @@ fn check_lines(text: &str, snapshot: &Snapshot) -> Vec<Sample> {
         }
     }
     let summary = |count: u64| if count > 0 { 7 } else { 0 };
+    // `process_resident_memory_bytes` where the resident memory is known (Linux).
+    let memory = usize::from(snapshot.process.resident_memory_bytes.is_some());
     let expected: usize = GLOBAL_SAMPLES
+        + memory
         + snapshot
             .routes
             .iter()
@@ -170,7 +173,7 @@ fn check_lines(text: &str, snapshot: &Snapshot) -> Vec<Sample> {
                     + summary(r.streams.count)
             })
             .sum::<usize>();
-    assert_eq!(comments, FAMILIES * 2, "HELP/TYPE lines");
+    assert_eq!(comments, (FAMILIES + memory) * 2, "HELP/TYPE lines");
     assert_eq!(
         samples.len(),
         expected,

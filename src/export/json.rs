@@ -72,6 +72,7 @@ mod tests {
                 timing_headers: "on",
                 slow_threshold_ms: 1000.0,
                 hung_threshold_ms: 10_000.0,
+                allocation_warning_bytes: Some(64 << 20),
             },
             in_flight: 0,
             peak_in_flight: 2,
@@ -107,6 +108,13 @@ mod tests {
                 }],
                 distribution: Vec::new(),
                 sum_secs: 0.004,
+                allocated_bytes: Some(crate::AllocatedBytes {
+                    count: 2,
+                    p50: 1 << 20,
+                    p95: 3 << 20,
+                    max: 3 << 20,
+                    sum: 4 << 20,
+                }),
             }],
             slow_requests_total: 1,
             slow_requests: vec![SlowRequest {
@@ -130,6 +138,10 @@ mod tests {
                 age_ms: 31_000.0,
             }],
             overflow: OverflowStats::default(),
+            process: crate::ProcessStats {
+                resident_memory_bytes: Some(50 << 20),
+                counting_allocator: true,
+            },
             #[cfg(feature = "cache")]
             caches: Vec::new(),
             #[cfg(feature = "query")]
@@ -166,6 +178,12 @@ mod tests {
         assert_eq!(v["slow_requests"][0]["phases"][0]["name"], "db");
         assert_eq!(v["hung_requests"][0]["age_ms"], 31_000.0);
         assert_eq!(v["overflow"]["route_overflow_requests"], 0);
+        assert_eq!(v["overflow"]["allocation_warnings_suppressed"], 0);
+        assert_eq!(route["allocated_bytes"]["p95"], 3 << 20);
+        assert_eq!(route["allocated_bytes"]["sum"], 4 << 20);
+        assert_eq!(v["process"]["resident_memory_bytes"], 50 << 20);
+        assert_eq!(v["process"]["counting_allocator"], true);
+        assert_eq!(v["settings"]["allocation_warning_bytes"], 64 << 20);
     }
 
     #[test]

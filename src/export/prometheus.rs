@@ -43,6 +43,10 @@ const IDS_REJECTED: &str = "perfscope_request_ids_rejected_total";
 const SLOW_SUPPRESSED: &str = "perfscope_slow_requests_suppressed_warnings_total";
 const HUNG: &str = "perfscope_hung_requests";
 const UPTIME: &str = "perfscope_uptime_seconds";
+const ALLOCATED: &str = "perfscope_http_server_request_allocated_bytes";
+const ALLOCATION_WARNINGS_SUPPRESSED: &str = "perfscope_allocation_warnings_suppressed_total";
+/// The name Prometheus client libraries give the same figure, so existing dashboards find it.
+const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
 
 /// Summary quantile label values with the matching figures of `p`, in seconds.
 fn quantiles(p: &Percentiles) -> [(&'static str, f64); 5] {
@@ -65,7 +69,9 @@ fn ms_to_secs(ms: f64) -> f64 {
 ///
 /// The output lists, in this order: the request-duration histogram, the active-requests gauge, the response
 /// and outcome counters, the time-to-headers and stream-duration summaries (only for routes that recorded
-/// any), then the process-wide gauges and counters. `docs/schema.md` documents every family.
+/// any), then the process-wide gauges and counters; when requests are charged their allocations (feature
+/// `alloc`), the allocated-bytes summary; the process's resident memory where it is known (Linux); then the
+/// cache and query families. `docs/schema.md` documents every family.
 ///
 /// ```
 /// # #[cfg(feature = "monitor")] {
@@ -233,6 +239,20 @@ fn write_snapshot(out: &mut String, snapshot: &Snapshot) -> fmt::Result {
         "Seconds since perfscope started.",
         Float(snapshot.uptime_secs),
     )?;
+    if snapshot.settings.allocation_warning_bytes.is_some()
+        || routes.iter().any(|route| route.allocated_bytes.is_some())
+    {
+        write_allocations(out, snapshot)?;
+    }
+    if let Some(bytes) = snapshot.process.resident_memory_bytes {
+        global(
+            out,
+            RESIDENT_MEMORY,
+            "gauge",
+            "Resident memory size in bytes.",
+            bytes,
+        )?;
+    }
     #[cfg(feature = "cache")]
     if !snapshot.caches.is_empty() {
         write_caches(out, &snapshot.caches)?;
@@ -638,6 +658,42 @@ fn write_second_levels(
     Ok(())
 }
 
+/// Bytes allocated per request (feature `alloc`): a summary per route with the median, the 95th percentile and
+/// the maximum (quantile 1), its exact `_sum` and `_count`; then the warnings the rate limit held back.
+fn write_allocations(out: &mut String, snapshot: &Snapshot) -> fmt::Result {
+    header(
+        out,
+        ALLOCATED,
+        "summary",
+        "Bytes allocated per HTTP server request by its own task, from the call to the end of the response body.",
+    )?;
+    for route in &snapshot.routes {
+        let Some(allocated) = &route.allocated_bytes else {
+            continue;
+        };
+        for (quantile, bytes) in [
+            ("0.5", allocated.p50),
+            ("0.95", allocated.p95),
+            ("1", allocated.max),
+        ] {
+            series(out, ALLOCATED, "", route)?;
+            write!(out, ",quantile=\"{quantile}\"")?;
+            value(out, bytes)?;
+        }
+        series(out, ALLOCATED, "_sum", route)?;
+        value(out, allocated.sum)?;
+        series(out, ALLOCATED, "_count", route)?;
+        value(out, allocated.count)?;
+    }
+    global(
+        out,
+        ALLOCATION_WARNINGS_SUPPRESSED,
+        "counter",
+        "Large-allocation warnings not logged because of the rate limit.",
+        snapshot.overflow.allocation_warnings_suppressed,
+    )
+}
+
 /// One histogram series: cumulative buckets, `+Inf`, `_sum` and `_count`.
 fn write_histogram(out: &mut String, route: &RouteStats) -> fmt::Result {
     // Prometheus needs strictly increasing finite bounds and non-decreasing counts; a bound that breaks the
@@ -847,6 +903,7 @@ mod tests {
             ],
             distribution: Vec::new(),
             sum_secs: 0.1875,
+            allocated_bytes: None,
         }
     }
 
@@ -859,6 +916,7 @@ mod tests {
                 timing_headers: "on",
                 slow_threshold_ms: 1000.0,
                 hung_threshold_ms: 10_000.0,
+                allocation_warning_bytes: None,
             },
             in_flight: 1,
             peak_in_flight: 3,
@@ -872,7 +930,9 @@ mod tests {
                 request_ids_rejected: 5,
                 slow_warnings_suppressed: 6,
                 latency_clamped: 0,
+                allocation_warnings_suppressed: 0,
             },
+            process: crate::ProcessStats::default(),
             #[cfg(feature = "cache")]
             caches: Vec::new(),
             #[cfg(feature = "query")]
@@ -1132,6 +1192,47 @@ mod tests {
                 seen.push(f);
             }
         }
+    }
+
+    #[test]
+    fn allocation_and_memory_families_when_measured() {
+        let mut measured = route("GET", "/big");
+        measured.allocated_bytes = Some(crate::AllocatedBytes {
+            count: 4,
+            p50: 1 << 20,
+            p95: 2 << 20,
+            max: 3 << 20,
+            sum: 7 << 20,
+        });
+        let quiet = route("GET", "/quiet");
+        let mut s = snapshot(vec![measured, quiet]);
+        s.settings.allocation_warning_bytes = Some(64 << 20);
+        s.overflow.allocation_warnings_suppressed = 2;
+        s.process.resident_memory_bytes = Some(123_456_789);
+        let text = render(&s);
+        let l = r#"http_request_method="GET",http_route="/big""#;
+        for expected in [
+            format!("# TYPE {ALLOCATED} summary\n"),
+            format!("{ALLOCATED}{{{l},quantile=\"0.5\"}} 1048576\n"),
+            format!("{ALLOCATED}{{{l},quantile=\"0.95\"}} 2097152\n"),
+            format!("{ALLOCATED}{{{l},quantile=\"1\"}} 3145728\n"),
+            format!("{ALLOCATED}_sum{{{l}}} 7340032\n"),
+            format!("{ALLOCATED}_count{{{l}}} 4\n"),
+            format!("{ALLOCATION_WARNINGS_SUPPRESSED} 2\n"),
+            format!("# TYPE {RESIDENT_MEMORY} gauge\n{RESIDENT_MEMORY} 123456789\n"),
+        ] {
+            assert!(text.contains(&expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(!text.contains("http_route=\"/quiet\",quantile=\"1\""));
+        let (comments, samples) = parse(&text).unwrap();
+        assert_eq!(comments, (FAMILIES + 3) * 2);
+        assert_eq!(
+            samples.len(),
+            GLOBALS + 2 + 2 * expected_route_lines(&route("GET", "/")) + 5
+        );
+        // Not measured: neither family, nor the memory gauge when it is unknown.
+        let text = render(&snapshot(vec![route("GET", "/quiet")]));
+        assert!(!text.contains(ALLOCATED) && !text.contains(RESIDENT_MEMORY));
     }
 
     #[test]

@@ -53,7 +53,14 @@ impl<B: Body> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        #[cfg(feature = "alloc")]
+        let mark = this.tracker.as_ref().and_then(Tracker::allocation_mark);
+        let poll = this.inner.as_mut().poll_frame(cx);
+        #[cfg(feature = "alloc")]
+        if let (Some(mark), Some(tracker)) = (mark, this.tracker.as_ref()) {
+            tracker.charge_allocations_since(mark);
+        }
+        let frame = ready!(poll);
         let finished = match &frame {
             None => Some(None),
             Some(Err(_)) => Some(Some(Outcome::Aborted)),

@@ -31,7 +31,15 @@ pub(crate) struct MonitorConfig {
     pub(crate) trust_request_id: bool,
     pub(crate) user_id: Option<UserIdHook>,
     pub(crate) detect_panics: bool,
+    /// Whether requests are charged their allocations when the counting allocator is installed.
+    #[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+    pub(crate) count_allocations: bool,
+    /// Bytes one request may allocate before it is logged.
+    pub(crate) allocation_warning_bytes: u64,
 }
+
+/// Default of [`MonitorConfig::allocation_warning_bytes`]: 64 MiB.
+pub(crate) const DEFAULT_ALLOCATION_WARNING_BYTES: u64 = 64 << 20;
 
 impl Default for MonitorConfig {
     fn default() -> Self {
@@ -52,6 +60,8 @@ impl Default for MonitorConfig {
             trust_request_id: true,
             user_id: None,
             detect_panics: true,
+            count_allocations: true,
+            allocation_warning_bytes: DEFAULT_ALLOCATION_WARNING_BYTES,
         }
     }
 }

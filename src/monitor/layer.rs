@@ -174,8 +174,17 @@ where
         };
         let tracker = Tracker::new(state.clone(), context.clone(), timing_headers);
         let span = context.enabled_request_span();
+        #[cfg(feature = "alloc")]
+        let mark = tracker.allocation_mark();
         // Inner layers find the context as the task-local one, in their `call` as in their futures.
         let inner = context.enter(|| self.inner.call(request));
-        ResponseFuture::new(context.run(inner, span), Some(tracker))
+        #[cfg(feature = "alloc")]
+        if let Some(mark) = mark {
+            tracker.charge_allocations_since(mark);
+        }
+        let future = context.run(inner, span);
+        #[cfg(feature = "alloc")]
+        let future = future.count_allocations(tracker.allocation_target());
+        ResponseFuture::new(future, Some(tracker))
     }
 }

@@ -22,6 +22,8 @@
 //! the whole router (outside routing) still works: the route is then filled in by a perfscope layer inside the
 //! router, if there is one, or counted as `<unmatched>`.
 
+#[cfg(feature = "alloc")]
+mod alloc;
 mod body;
 pub(crate) mod config;
 pub(crate) mod counters;

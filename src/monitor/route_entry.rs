@@ -104,6 +104,9 @@ pub(crate) struct Completion {
     pub(crate) stream: bool,
     /// Window slot of the end time.
     pub(crate) slot: u64,
+    /// Bytes the request allocated, when allocations are charged to requests.
+    #[cfg(feature = "alloc")]
+    pub(crate) allocated: Option<u64>,
 }
 
 /// One route's latency histograms, as read for a fleet publish.
@@ -151,6 +154,9 @@ pub(crate) struct RouteEntry {
     windows: Windows,
     to_headers: ShardedHistogram,
     streams: ShardedHistogram,
+    /// Bytes allocated per request (its shards are allocated only once a thread records into it).
+    #[cfg(feature = "alloc")]
+    allocated: ShardedHistogram,
     counters: ShardedCounters,
     in_flight: AtomicI64,
     peak_in_flight: AtomicU64,
@@ -174,6 +180,8 @@ impl RouteEntry {
             windows: Windows::new(start_slot),
             to_headers: ShardedHistogram::new(layout),
             streams: ShardedHistogram::new(layout),
+            #[cfg(feature = "alloc")]
+            allocated: ShardedHistogram::new(crate::monitor::alloc::layout()),
             counters: ShardedCounters::new(STATUS_BASE + STATUS_SLOTS),
             in_flight: AtomicI64::new(0),
             peak_in_flight: AtomicU64::new(0),
@@ -206,6 +214,10 @@ impl RouteEntry {
             }
             if let Some(to_headers) = completion.to_headers {
                 self.to_headers.record(micros(to_headers));
+            }
+            #[cfg(feature = "alloc")]
+            if let Some(bytes) = completion.allocated {
+                self.allocated.record(bytes);
             }
         }
         let shard = self.counters.shard();
@@ -350,6 +362,10 @@ impl RouteEntry {
             buckets,
             distribution,
             sum_secs: sum_us as f64 / 1_000_000.0,
+            #[cfg(feature = "alloc")]
+            allocated_bytes: crate::monitor::alloc::allocated_bytes(&self.allocated),
+            #[cfg(not(feature = "alloc"))]
+            allocated_bytes: None,
         }
     }
 }
@@ -410,6 +426,8 @@ mod tests {
             outcome: Outcome::of_status(status),
             stream: false,
             slot: 0,
+            #[cfg(feature = "alloc")]
+            allocated: Some(total_ms << 10),
         }
     }
 

@@ -7,15 +7,52 @@ use parking_lot::Mutex;
 
 use crate::snapshot::SlowRequest;
 
+/// A budget of warnings per minute; the warnings past it are counted instead of logged.
+#[derive(Debug)]
+pub(crate) struct WarnBudget {
+    per_minute: u64,
+    /// Minute (since the monitor started) of the current window, and warnings logged in it.
+    window: Mutex<(u64, u64)>,
+    suppressed: AtomicU64,
+}
+
+impl WarnBudget {
+    pub(crate) fn new(per_minute: u32) -> Self {
+        WarnBudget {
+            per_minute: u64::from(per_minute),
+            window: Mutex::new((0, 0)),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a warning in `minute` may be logged; counts it as suppressed when not.
+    pub(crate) fn allow(&self, minute: u64) -> bool {
+        let allowed = {
+            let mut window = self.window.lock();
+            if window.0 != minute {
+                *window = (minute, 0);
+            }
+            window.1 += 1;
+            window.1 <= self.per_minute
+        };
+        if !allowed {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        allowed
+    }
+
+    /// Warnings not logged.
+    pub(crate) fn suppressed(&self) -> u64 {
+        self.suppressed.load(Ordering::Relaxed)
+    }
+}
+
 /// The most recent slow requests and the warning rate limit.
 #[derive(Debug)]
 pub(crate) struct SlowLog {
     capacity: usize,
     recent: Mutex<VecDeque<SlowRequest>>,
-    warnings_per_minute: u64,
-    /// Minute (since the monitor started) of the current rate-limit window, and warnings logged in it.
-    window: Mutex<(u64, u64)>,
-    suppressed: AtomicU64,
+    budget: WarnBudget,
     total: AtomicU64,
 }
 
@@ -24,9 +61,7 @@ impl SlowLog {
         SlowLog {
             capacity,
             recent: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
-            warnings_per_minute: u64::from(warnings_per_minute),
-            window: Mutex::new((0, 0)),
-            suppressed: AtomicU64::new(0),
+            budget: WarnBudget::new(warnings_per_minute),
             total: AtomicU64::new(0),
         }
     }
@@ -34,15 +69,7 @@ impl SlowLog {
     /// Records a slow request; logs a warning unless this minute's budget is spent.
     pub(crate) fn push(&self, request: SlowRequest, minute: u64) {
         self.total.fetch_add(1, Ordering::Relaxed);
-        let warn = {
-            let mut window = self.window.lock();
-            if window.0 != minute {
-                *window = (minute, 0);
-            }
-            window.1 += 1;
-            window.1 <= self.warnings_per_minute
-        };
-        if warn {
+        if self.budget.allow(minute) {
             tracing::warn!(
                 target: "perfscope::slow",
                 request_id = %request.request_id,
@@ -53,8 +80,6 @@ impl SlowLog {
                 duration_ms = request.duration_ms,
                 "slow request"
             );
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
         }
         if self.capacity == 0 {
             return;
@@ -72,7 +97,7 @@ impl SlowLog {
     }
 
     pub(crate) fn suppressed(&self) -> u64 {
-        self.suppressed.load(Ordering::Relaxed)
+        self.budget.suppressed()
     }
 
     pub(crate) fn total(&self) -> u64 {

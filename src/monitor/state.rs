@@ -28,6 +28,8 @@ pub(crate) struct MonitorState {
     peak_in_flight: AtomicU64,
     requests_total: AtomicU64,
     pub(crate) request_ids_rejected: AtomicU64,
+    #[cfg(feature = "alloc")]
+    large_allocations: crate::monitor::alloc::LargeAllocations,
 }
 
 /// The monitor's part of a snapshot.
@@ -59,6 +61,10 @@ impl MonitorState {
             registry: Registry::new(config.clone()),
             live: LiveRequests::default(),
             slow: SlowLog::new(config.slow_log_capacity, config.slow_warnings_per_minute),
+            #[cfg(feature = "alloc")]
+            large_allocations: crate::monitor::alloc::LargeAllocations::new(
+                config.slow_warnings_per_minute,
+            ),
             config,
             epoch: Instant::now(),
             epoch_unix_ms,
@@ -73,6 +79,20 @@ impl MonitorState {
     pub(crate) fn unix_ms(&self, at: Instant) -> u64 {
         self.epoch_unix_ms
             + u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(0)
+    }
+
+    /// Whether requests are charged their allocations: feature `alloc`, the setting on, and the counting
+    /// allocator installed.
+    #[inline]
+    pub(crate) fn attributes_allocations(&self) -> bool {
+        #[cfg(feature = "alloc")]
+        {
+            self.config.count_allocations && crate::alloc::is_installed()
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            false
+        }
     }
 
     /// Window slot of `at`.
@@ -113,6 +133,20 @@ impl MonitorState {
             return;
         }
         entry.finished(&completion);
+        #[cfg(feature = "alloc")]
+        if let Some(bytes) = completion.allocated
+            && bytes > self.config.allocation_warning_bytes
+        {
+            let finished = context.start() + completion.total;
+            let minute = finished.saturating_duration_since(self.epoch).as_secs() / 60;
+            self.large_allocations.warn(
+                context,
+                &entry,
+                bytes,
+                self.config.allocation_warning_bytes,
+                minute,
+            );
+        }
         if !completion.stream && completion.total >= entry.slow_threshold {
             self.record_slow(context, &entry, &completion);
         }
@@ -185,6 +219,8 @@ impl MonitorState {
             outcome: Outcome::of_status(status),
             stream: false,
             slot: self.slot(now),
+            #[cfg(feature = "alloc")]
+            allocated: None,
         });
     }
 
@@ -233,6 +269,10 @@ impl MonitorState {
                     .iter()
                     .map(|entry| entry.clamped())
                     .sum(),
+                #[cfg(feature = "alloc")]
+                allocation_warnings_suppressed: self.large_allocations.suppressed(),
+                #[cfg(not(feature = "alloc"))]
+                allocation_warnings_suppressed: 0,
             },
             uptime: now.saturating_duration_since(self.epoch),
             now_unix_ms: self.unix_ms(now),

@@ -14,7 +14,7 @@ use crate::monitor::state::MonitorState;
 use crate::timing_header::{SERVER_TIMING, ValueBuf};
 
 /// Room for the three values when the request timed no phase: a request ID of up to 128 bytes, the response
-/// time, and `total`, `app`, `db` and `cache` timings.
+/// time, `total`, `app`, `db` and `cache` timings, and `alloc`.
 const SMALL_BUF: usize = 320;
 /// Room for the three values with up to [`MAX_PHASES`](crate::context::MAX_PHASES) phases and `other`.
 const PHASES_BUF: usize = 1_280;
@@ -30,6 +30,9 @@ pub(crate) struct Tracker {
     status: Option<u16>,
     stream: bool,
     done: bool,
+    /// Whether the request is charged its allocations.
+    #[cfg(feature = "alloc")]
+    count_allocations: bool,
 }
 
 impl Tracker {
@@ -39,6 +42,8 @@ impl Tracker {
         timing_headers: bool,
     ) -> Self {
         let token = state.request_started(&context);
+        #[cfg(feature = "alloc")]
+        let count_allocations = state.attributes_allocations();
         Tracker {
             state,
             context,
@@ -48,7 +53,32 @@ impl Tracker {
             status: None,
             stream: false,
             done: false,
+            #[cfg(feature = "alloc")]
+            count_allocations,
         }
+    }
+
+    /// The context the request's polls charge their allocations to, when they are charged.
+    #[cfg(feature = "alloc")]
+    pub(crate) fn allocation_target(&self) -> Option<RequestContext> {
+        self.count_allocations.then(|| self.context.clone())
+    }
+
+    /// This thread's allocation counter, when the request is charged its allocations: pass it to
+    /// [`Tracker::charge_allocations_since`] after the work to charge.
+    #[cfg(feature = "alloc")]
+    #[inline]
+    pub(crate) fn allocation_mark(&self) -> Option<u64> {
+        self.count_allocations
+            .then(crate::alloc::thread_allocated_bytes)
+    }
+
+    /// Charges the request what this thread allocated since `mark`.
+    #[cfg(feature = "alloc")]
+    #[inline]
+    pub(crate) fn charge_allocations_since(&self, mark: u64) {
+        self.context
+            .add_allocated(crate::alloc::thread_allocated_bytes().wrapping_sub(mark));
     }
 
     /// The response headers are ready: note the time and status, and add perfscope's headers.
@@ -135,6 +165,10 @@ impl Tracker {
         if counters.cache_hits + counters.cache_misses > 0 {
             buf.push_timing_from(start, "cache", counters.cache_time);
         }
+        #[cfg(feature = "alloc")]
+        if self.count_allocations {
+            buf.push_allocated_from(start, "alloc", counters.allocated_bytes);
+        }
     }
 
     pub(crate) fn headers_sent(&self) -> bool {
@@ -160,6 +194,8 @@ impl Tracker {
             outcome,
             stream: self.stream,
             slot: self.state.slot(end),
+            #[cfg(feature = "alloc")]
+            allocated: self.count_allocations.then(|| self.context.allocated()),
         };
         self.state
             .request_finished(&self.context, self.token, completion);
