@@ -40,6 +40,7 @@
 //! fingerprints the lookup does not know are skipped by every per-statement rule.
 
 mod baseline;
+mod batch;
 mod budget;
 mod config;
 mod context;
@@ -130,6 +131,11 @@ impl FindingKind {
         }
     }
 
+    /// A query loop: `n_plus_one` (one statement per item) or `mn_plus_one` (several).
+    pub fn is_loop(self) -> bool {
+        matches!(self, FindingKind::NPlusOne | FindingKind::MnPlusOne)
+    }
+
     /// A bit of its own, for the config's set of disabled rules.
     pub(crate) fn bit(self) -> u32 {
         1 << (self as u32)
@@ -183,7 +189,8 @@ pub struct SourceEvidence {
     pub rows_returned: u64,
 }
 
-/// One statement of a repeated sequence.
+/// One step of a loop (an MN+1): a statement the loop runs per item; or, for `parallelizable`, one of the
+/// independent reads (kind `parallelizable`, count 1).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct PatternMember {
@@ -191,6 +198,11 @@ pub struct PatternMember {
     pub fingerprint: FingerprintId,
     /// Its normalized text.
     pub sql: String,
+    /// What the step is on its own: `n_plus_one` (a read per item), `duplicate` (the same query, same values,
+    /// each time) or `batchable_writes` (a write per item).
+    pub kind: FindingKind,
+    /// Its executions in the loop.
+    pub count: u64,
 }
 
 /// How to fix a finding, for each of the common Rust database libraries.
@@ -254,7 +266,7 @@ pub struct Finding {
     /// For an N+1: the earlier query whose rows the loop went over, when one matches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceEvidence>,
-    /// For an MN+1, its statements in order; for an N+1 that is part of one, the whole sequence.
+    /// For an MN+1, the loop's steps in order, each with its kind and count; for `parallelizable`, the reads.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pattern: Vec<PatternMember>,
     /// How to fix it.
@@ -297,7 +309,7 @@ pub fn detect(
     let ctx = Context::new(request, lookup, config);
     let mut out = Findings::new(config);
     let covered = n_plus_one::detect(&ctx, &mut out);
-    mn_plus_one::detect(&ctx, &covered, &mut out);
+    mn_plus_one::detect(&ctx, &mut out);
     writes::detect(&ctx, &mut out);
     slow::detect(&ctx, &mut out);
     shape::detect(&ctx, &covered, &mut out);
@@ -343,18 +355,6 @@ impl<'a> Findings<'a> {
         // order is total), and keeps a request with thousands of slow statements from holding their texts.
         if self.list.len() >= self.config.max_findings.saturating_mul(2).max(64) {
             self.trim();
-        }
-    }
-
-    /// Shows, on the N+1 findings of a statement, the loop sequence it is part of.
-    pub(crate) fn attach_pattern(&mut self, fingerprint: FingerprintId, pattern: &[PatternMember]) {
-        for finding in &mut self.list {
-            if finding.kind == FindingKind::NPlusOne
-                && finding.fingerprint == fingerprint
-                && finding.pattern.is_empty()
-            {
-                finding.pattern = pattern.to_vec();
-            }
         }
     }
 
