@@ -5,6 +5,7 @@
 mod support;
 
 mod capture;
+mod corpus;
 mod fingerprint;
 mod pathological;
 mod pipeline;

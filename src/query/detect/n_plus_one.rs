@@ -36,6 +36,9 @@ pub(crate) fn detect(ctx: &Context<'_>, out: &mut Findings<'_>) -> BTreeSet<Fing
             continue;
         }
         if all_params_identical(group) {
+            if polled(ctx, group) {
+                continue; // the same status asked again after waiting: a poll, its answer may change
+            }
             let count = if group.params_known == group.recorded {
                 group.count
             } else {
@@ -302,13 +305,16 @@ pub(crate) fn parent_returned_nothing(
 /// Repeats that are not a loop over rows: a poll (waits between the repeats), pages of an export, or the same
 /// lookup scattered over the request between unrelated queries.
 fn false_loop(ctx: &Context<'_>, group: &Group, statement: &Statement) -> bool {
+    polled(ctx, group) || pages(ctx, group, statement) || scattered(ctx, group)
+}
+
+/// The repeats waited between each other (see [`waited`]).
+fn polled(ctx: &Context<'_>, group: &Group) -> bool {
     let per_repeat = group
         .total
         .checked_div(u32::try_from(group.count.max(1)).unwrap_or(u32::MAX))
         .unwrap_or_default();
     waited(&ctx.request.records, &group.records, per_repeat)
-        || pages(ctx, group, statement)
-        || scattered(ctx, group)
 }
 
 /// The shortest wait between two repeats that makes them a poll, not a loop: whatever a loop does between
