@@ -7,6 +7,7 @@ mod support;
 mod capture;
 mod corpus;
 mod fingerprint;
+mod loops;
 mod pathological;
 mod pipeline;
 
