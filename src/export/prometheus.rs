@@ -303,7 +303,7 @@ fn write_queries(out: &mut String, queries: &crate::query::QueryStatsSnapshot) -
         (
             "perfscope_db_n_plus_one_requests_total",
             "counter",
-            "Requests with at least one N+1 finding.",
+            "Requests with at least one query loop (an N+1 or MN+1 finding).",
             |r| r.n_plus_one_requests as f64,
         ),
     ];

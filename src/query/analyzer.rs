@@ -226,10 +226,11 @@ impl Analyzer {
         &self.config.limits
     }
 
-    /// The fingerprint of `sql` (memoized by the raw text).
+    /// The fingerprint of `sql` (memoized by the raw text) and, when its text shows all its values, their identity (see
+    /// [`FingerprintMemo::fingerprint_and_values`]).
     #[inline]
-    pub(crate) fn fingerprint(&self, sql: &str) -> Arc<FingerprintInfo> {
-        self.memo.fingerprint(sql, self.config.dialect)
+    pub(crate) fn fingerprint_and_values(&self, sql: &str) -> (Arc<FingerprintInfo>, Option<u64>) {
+        self.memo.fingerprint_and_values(sql, self.config.dialect)
     }
 
     /// What is known about `id`, if it is still remembered.
@@ -465,7 +466,7 @@ impl RouteState {
         self.queries += request.count;
         self.db_time = self.db_time.saturating_add(request.db_time);
         self.request_time = self.request_time.saturating_add(request.elapsed);
-        if findings.iter().any(|f| f.kind == FindingKind::NPlusOne) {
+        if findings.iter().any(|f| f.kind.is_loop()) {
             self.n_plus_one_requests += 1;
         }
         self.per_request.record(request.count);

@@ -59,14 +59,14 @@ pub enum BudgetViolation {
         /// Its statements with counts, one per line.
         statements: String,
     },
-    /// An N+1 or duplicate was found.
+    /// A query loop (N+1 or MN+1) or a duplicate was found.
     #[error("{method} {route}: {kind} of `{sql}` ({count} times); fix: {recommendation}")]
     Finding {
         /// Method of the request.
         method: String,
         /// Route of the request.
         route: String,
-        /// `n_plus_one` or `duplicate`.
+        /// `n_plus_one`, `mn_plus_one` or `duplicate`.
         kind: String,
         /// The normalized statement.
         sql: String,
@@ -87,7 +87,7 @@ impl QueryBudget {
         }
     }
 
-    /// Also refuse any `n_plus_one` finding.
+    /// Also refuse any query loop: an `n_plus_one` or `mn_plus_one` finding.
     pub fn no_n_plus_one(mut self) -> Self {
         self.no_n_plus_one = true;
         self
@@ -123,7 +123,7 @@ impl QueryBudget {
             }));
         }
         let refused = report.findings.iter().find(|f| {
-            (self.no_n_plus_one && f.kind == FindingKind::NPlusOne)
+            (self.no_n_plus_one && f.kind.is_loop())
                 || (self.no_duplicates && f.kind == FindingKind::Duplicate)
         });
         match refused {

@@ -116,9 +116,13 @@ impl QueryRecorder {
     /// A guard that records `sql` when dropped, timed from now, in the request current now.
     pub fn time(&self, sql: &str) -> QueryTimer {
         let context = RequestContext::current();
+        let (id, values) = self
+            .fingerprint_in(context.as_ref(), sql)
+            .map_or((None, None), |(id, values)| (Some(id), values));
         QueryTimer {
             recorder: self.clone(),
-            id: self.fingerprint_in(context.as_ref(), sql),
+            id,
+            values,
             context,
             start: Instant::now(),
             rows: None,
@@ -135,7 +139,11 @@ impl QueryRecorder {
             // The request's log may belong to another handle's analyzer (one capture layer serves every
             // handle in the process): fingerprint with the analyzer that will read the fingerprint.
             (Some(context), Some(log)) => {
-                let info = log.analyzer().fingerprint(sql);
+                let (info, values) = log.analyzer().fingerprint_and_values(sql);
+                let facts = QueryFacts {
+                    params: facts.params.or(values),
+                    ..facts
+                };
                 record_fingerprinted(context, log, &info, facts);
             }
             (context, _) => self.count_only(context, facts.duration),
@@ -163,9 +171,17 @@ impl QueryRecorder {
 
     /// The fingerprint `sql` gets in `context`'s log; `None` when the query goes in no log (outside a request,
     /// or in an excluded one), where only its time counts.
-    fn fingerprint_in(&self, context: Option<&RequestContext>, sql: &str) -> Option<FingerprintId> {
+    /// With the identity of its values when the text shows them.
+    fn fingerprint_in(
+        &self,
+        context: Option<&RequestContext>,
+        sql: &str,
+    ) -> Option<(FingerprintId, Option<u64>)> {
         let (_, log) = self.log_of(context);
-        log.map(|log| log.analyzer().fingerprint(sql).id)
+        log.map(|log| {
+            let (info, values) = log.analyzer().fingerprint_and_values(sql);
+            (info.id, values)
+        })
     }
 
     fn record_pool_wait(&self, context: Option<&RequestContext>, wait: Duration) {
@@ -214,6 +230,8 @@ fn push(context: &RequestContext, log: &QueryLog, fingerprint: FingerprintId, fa
 pub struct QueryTimer {
     recorder: QueryRecorder,
     id: Option<FingerprintId>,
+    /// The identity of the statement's values, when its text shows them all.
+    values: Option<u64>,
     context: Option<RequestContext>,
     start: Instant,
     rows: Option<u64>,
@@ -239,6 +257,7 @@ impl Drop for QueryTimer {
         let facts = QueryFacts {
             duration: self.start.elapsed(),
             rows_returned: self.rows,
+            params: self.values,
             ..QueryFacts::default()
         };
         match (self.recorder.log_of(self.context.as_ref()), self.id) {
@@ -393,14 +412,15 @@ where
             ..SqlxFields::default()
         };
         event.record(&mut fields);
-        let facts = QueryFacts {
+        let mut facts = QueryFacts {
             duration: fields.elapsed.unwrap_or_default(),
             rows_returned: fields.rows_returned,
             rows_affected: fields.rows_affected,
             params: None,
         };
         match (context, log, fields.fingerprint()) {
-            (Some(context), Some(log), Some(info)) => {
+            (Some(context), Some(log), Some((info, values))) => {
+                facts.params = values;
                 record_fingerprinted(context, log, &info, facts)
             }
             (context, _, _) => self.recorder.count_only(context, facts.duration),
@@ -416,6 +436,8 @@ struct SqlxFields<'a> {
     /// The first words of the statement: all of it when sqlx leaves `db.statement` empty.
     summary: String,
     statement: Option<Arc<FingerprintInfo>>,
+    /// The identity of the statement's values, when its text shows them all (no bind parameter).
+    values: Option<u64>,
     rows_returned: Option<u64>,
     rows_affected: Option<u64>,
     elapsed: Option<Duration>,
@@ -439,14 +461,15 @@ fn capped(value: &str) -> &str {
 
 impl SqlxFields<'_> {
     /// The statement's fingerprint; sqlx leaves `db.statement` empty when the summary is the whole statement.
-    fn fingerprint(&self) -> Option<Arc<FingerprintInfo>> {
+    /// With the identity of its values when its text shows them.
+    fn fingerprint(&self) -> Option<(Arc<FingerprintInfo>, Option<u64>)> {
         if let Some(info) = &self.statement {
-            return Some(info.clone());
+            return Some((info.clone(), self.values));
         }
         let summary = self.summary.trim();
         self.analyzer
             .filter(|_| !summary.is_empty())
-            .map(|analyzer| analyzer.fingerprint(summary))
+            .map(|analyzer| analyzer.fingerprint_and_values(summary))
     }
 }
 
@@ -460,7 +483,9 @@ impl Visit for SqlxFields<'_> {
             "db.statement" => {
                 let statement = capped(value).trim();
                 if let Some(analyzer) = self.analyzer.filter(|_| !statement.is_empty()) {
-                    self.statement = Some(analyzer.fingerprint(statement));
+                    let (info, values) = analyzer.fingerprint_and_values(statement);
+                    self.statement = Some(info);
+                    self.values = values;
                 }
             }
             "summary" if self.analyzer.is_some() => self.summary = capped(value).to_owned(),

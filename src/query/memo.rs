@@ -43,7 +43,14 @@ impl Hasher for KeyHasher {
     }
 }
 
-type Map<K> = HashMap<K, Arc<Entry>, BuildHasherDefault<KeyHasher>>;
+type Map<K, V = Arc<Entry>> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+/// A remembered statement text: its fingerprint, and whether the text shows all its values (no bind
+/// parameter), so that its hash identifies them.
+struct Raw {
+    entry: Arc<Entry>,
+    values_in_text: bool,
+}
 
 /// A fingerprint in the table, with what the eviction policy needs.
 struct Entry {
@@ -74,7 +81,7 @@ struct Entry {
 /// assert_eq!(memo.get(a.id).map(|info| info.id), Some(a.id));
 /// ```
 pub struct FingerprintMemo {
-    raw: Box<[RwLock<Map<u64>>]>,
+    raw: Box<[RwLock<Map<u64, Raw>>]>,
     raw_per_shard: usize,
     table: RwLock<Map<FingerprintId>>,
     max_fingerprints: usize,
@@ -99,21 +106,54 @@ impl FingerprintMemo {
     /// The fingerprint of `sql` read in `dialect`: a map read when the statement was seen before, a
     /// normalization otherwise.
     pub fn fingerprint(&self, sql: &str, dialect: Dialect) -> Arc<FingerprintInfo> {
+        self.fingerprint_and_values(sql, dialect).0
+    }
+
+    /// The fingerprint of `sql`, as [`fingerprint`](Self::fingerprint), and an identity of the values it ran
+    /// with when its text shows them all: for a statement without bind parameters (`… WHERE id = 42`, or no
+    /// value at all), a hash of its raw text, equal for byte-identical statements and different when a
+    /// literal differs; `None` for a statement with bind parameters (`… WHERE id = $1`), whose values are not
+    /// in the text. It costs nothing more: the hash is the memo's key.
+    ///
+    /// ```
+    /// use perfscope::query::{Dialect, FingerprintMemo};
+    ///
+    /// let memo = FingerprintMemo::default();
+    /// let (a, x) = memo.fingerprint_and_values("SELECT name FROM users WHERE id = 7", Dialect::PostgreSql);
+    /// let (b, y) = memo.fingerprint_and_values("SELECT name FROM users WHERE id = 8", Dialect::PostgreSql);
+    /// let (c, z) = memo.fingerprint_and_values("SELECT name FROM users WHERE id = $1", Dialect::PostgreSql);
+    /// assert!(a.id == b.id && b.id == c.id);
+    /// assert!(x.is_some() && y.is_some() && x != y);
+    /// assert_eq!(z, None);
+    /// ```
+    pub fn fingerprint_and_values(
+        &self,
+        sql: &str,
+        dialect: Dialect,
+    ) -> (Arc<FingerprintInfo>, Option<u64>) {
         let key = raw_key(sql, dialect);
         let shard = self.shard(key);
-        if let Some(entry) = shard.read().get(&key)
-            && !entry.evicted.load(Ordering::Relaxed)
+        if let Some(raw) = shard.read().get(&key)
+            && !raw.entry.evicted.load(Ordering::Relaxed)
         {
-            entry.uses.fetch_add(1, Ordering::Relaxed);
-            return Arc::clone(&entry.info);
+            raw.entry.uses.fetch_add(1, Ordering::Relaxed);
+            let values = raw.values_in_text.then_some(key);
+            return (Arc::clone(&raw.entry.info), values);
         }
-        let entry = self.intern(sql, dialect);
+        let (entry, values_in_text) = self.intern(sql, dialect);
+        let info = Arc::clone(&entry.info);
         let mut shard = shard.write();
         if shard.len() >= self.raw_per_shard {
             shard.clear();
         }
-        shard.insert(key, Arc::clone(&entry));
-        Arc::clone(&entry.info)
+        shard.insert(
+            key,
+            Raw {
+                entry,
+                values_in_text,
+            },
+        );
+        (info, values_in_text.then_some(key))
     }
 
     /// The fingerprint with id `id`, while it is in the table.
@@ -139,16 +179,22 @@ impl FingerprintMemo {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    fn shard(&self, key: u64) -> &RwLock<Map<u64>> {
+    fn shard(&self, key: u64) -> &RwLock<Map<u64, Raw>> {
         // The middle bits: the table's own hashing uses the low and the top ones.
         let index = usize::try_from(key >> 32).unwrap_or(0) % SHARDS;
         // PANIC: `raw` has `SHARDS` shards and `index < SHARDS`.
         &self.raw[index]
     }
 
-    /// Normalizes `sql` and finds or adds its fingerprint.
-    fn intern(&self, sql: &str, dialect: Dialect) -> Arc<Entry> {
+    /// Normalizes `sql` and finds or adds its fingerprint; also says whether the text shows all its values
+    /// (read whole, no bind parameter).
+    fn intern(&self, sql: &str, dialect: Dialect) -> (Arc<Entry>, bool) {
         let normalized = normalize_or_placeholder(sql, dialect);
+        let values_in_text = !normalized.bound && !normalized.truncated;
+        (self.intern_normalized(normalized, dialect), values_in_text)
+    }
+
+    fn intern_normalized(&self, normalized: Normalized, dialect: Dialect) -> Arc<Entry> {
         let id = normalized.id;
         if let Some(entry) = self.table.read().get(&id)
             && !entry.evicted.load(Ordering::Relaxed)
@@ -237,6 +283,8 @@ fn normalize_or_placeholder(sql: &str, dialect: Dialect) -> Normalized {
             kind: StatementKind::Other,
             tags: Vec::new(),
             truncated: false,
+            // Nothing is known of its values.
+            bound: true,
         })
     })
 }

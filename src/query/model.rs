@@ -136,7 +136,10 @@ pub struct QueryRecord {
     pub rows_returned: Option<u64>,
     /// Rows written, when known (SQLite reports a stale figure for `SELECT`: callers leave it `None` there).
     pub rows_affected: Option<u64>,
-    /// A hash of the bind values, when the source knows them (never the values themselves).
+    /// An identity of the values the statement ran with (a hash, never the values themselves), when known:
+    /// the hash of the bind values a caller passed to `record_with_params`, or, for a statement whose text
+    /// shows all its values (no bind parameter), the hash of its raw text. Equal values mean the same query
+    /// ran again (a duplicate); `None` when the values are not known (sqlx's `$1` binds).
     pub params: Option<u64>,
     /// A hash of the names of the spans between the request span and the query (0: directly in the request),
     /// a cheap stand-in for the call site.

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::detect::{Finding, FindingKind};
+use super::detect::Finding;
 use super::histogram::QueriesPerRequest;
 use super::model::{FingerprintId, FingerprintInfo, RequestQueries, StatementKind};
 
@@ -89,7 +89,7 @@ pub struct RouteQueryStats {
     /// Query time over request time (0 to 1; concurrent queries can add up past the request's time, so it
     /// is capped at 1).
     pub db_time_share: f64,
-    /// Requests with at least one `n_plus_one` finding.
+    /// Requests with at least one query loop (an `n_plus_one` or `mn_plus_one` finding).
     pub n_plus_one_requests: u64,
     /// `n_plus_one_requests / requests`.
     pub n_plus_one_rate: f64,
@@ -214,11 +214,10 @@ impl RequestReport {
         }
     }
 
-    /// The `n_plus_one` findings.
+    /// The queries run in a loop: the `n_plus_one` findings (one statement per item) and the `mn_plus_one`
+    /// ones (several statements per item, reported once with their steps).
     pub fn n_plus_one(&self) -> impl Iterator<Item = &Finding> {
-        self.findings
-            .iter()
-            .filter(|f| f.kind == FindingKind::NPlusOne)
+        self.findings.iter().filter(|f| f.kind.is_loop())
     }
 
     /// The normalized statements the request ran, sorted: a listing to snapshot and diff in tests.

@@ -5,7 +5,9 @@
 mod support;
 
 mod capture;
+mod corpus;
 mod fingerprint;
+mod loops;
 mod pathological;
 mod pipeline;
 

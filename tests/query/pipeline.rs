@@ -103,6 +103,10 @@ async fn the_quotations_n_plus_one_is_found_with_high_confidence() {
         "{n_plus_one:#?}"
     );
     let finding = n_plus_one[0];
+    // Two lookups per quotation: one loop, with its two steps.
+    assert_eq!(n_plus_one.len(), 1, "{n_plus_one:#?}");
+    assert_eq!(finding.kind, FindingKind::MnPlusOne);
+    assert_eq!((finding.count, finding.pattern.len()), (20, 2));
     assert_eq!(finding.route, "/api/quotations");
     assert!(!finding.recommendation.sqlx.is_empty());
     assert!(!finding.recommendation.diesel.is_empty());
@@ -111,7 +115,7 @@ async fn the_quotations_n_plus_one_is_found_with_high_confidence() {
     assert!(
         listed
             .iter()
-            .any(|f| f.finding.kind == FindingKind::NPlusOne)
+            .any(|f| f.finding.kind == FindingKind::MnPlusOne)
     );
 }
 

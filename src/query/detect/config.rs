@@ -19,6 +19,7 @@ use crate::query::model::FingerprintId;
 pub struct DetectConfig {
     pub(crate) n_plus_one_min_repeats: u64,
     pub(crate) n_plus_one_min_total: Duration,
+    pub(crate) negligible_time: Duration,
     pub(crate) duplicate_min_repeats: u64,
     pub(crate) duplicates_select_only: bool,
     pub(crate) mn_plus_one_min_occurrences: u64,
@@ -69,6 +70,7 @@ impl Default for DetectConfig {
         DetectConfig {
             n_plus_one_min_repeats: 5,
             n_plus_one_min_total: Duration::from_millis(20),
+            negligible_time: Duration::from_millis(1),
             duplicate_min_repeats: 2,
             duplicates_select_only: true,
             mn_plus_one_min_occurrences: 3,
@@ -127,6 +129,13 @@ impl DetectConfig {
     /// below it the loop is still reported, with severity `info`.
     pub fn n_plus_one_min_total(mut self, total: Duration) -> Self {
         self.n_plus_one_min_total = total;
+        self
+    }
+
+    /// Summed time under which a loop's queries cost nothing worth fixing today (default 1 ms): such a loop is
+    /// still reported, with confidence `low`.
+    pub fn negligible_time(mut self, total: Duration) -> Self {
+        self.negligible_time = total;
         self
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::DetectConfig;
+use super::mn_plus_one::{Loop, find_loops, is_poll};
 use super::{Confidence, Finding, FindingKind, Recommendation, Severity};
 use crate::query::model::{
     Enrichment, FingerprintId, FingerprintInfo, QueryRecord, RequestQueries, StatementKind,
@@ -136,6 +137,8 @@ pub(crate) struct Group {
     pub(crate) first_index: u64,
     /// Index into `records` of the first recorded execution.
     pub(crate) first_record: Option<usize>,
+    /// Indices into `records` of its recorded executions, in finish order.
+    pub(crate) records: Vec<usize>,
     /// Records with a known row count, the largest count, and their sum.
     pub(crate) rows_known: u64,
     pub(crate) rows_max: u64,
@@ -170,10 +173,14 @@ pub(crate) struct Context<'a> {
     pub(crate) request: &'a RequestQueries,
     pub(crate) config: &'a DetectConfig,
     statements: BTreeMap<FingerprintId, Option<Statement>>,
-    /// Sorted by (fingerprint, site).
+    /// The loops of several statements (R3), found first: their records are in no group.
+    pub(crate) loops: Vec<Loop>,
+    /// The queries outside the loops, sorted by (fingerprint, site).
     pub(crate) groups: Vec<Group>,
-    /// Sorted by fingerprint.
+    /// All the queries of each statement, loops included; sorted by fingerprint.
     pub(crate) statement_totals: Vec<StatementTotals>,
+    /// Executions and time of each statement within the loops, sorted by fingerprint.
+    looped: Vec<(FingerprintId, u64, Duration)>,
 }
 
 impl<'a> Context<'a> {
@@ -193,15 +200,66 @@ impl<'a> Context<'a> {
                 .entry(id)
                 .or_insert_with(|| lookup(id).map(Statement::new));
         }
-        let mut groups = group_records(&request.records);
-        fold_totals(request, &mut groups);
-        let statement_totals = merge_sites(&groups);
+        // An allowlisted statement takes no part in a loop: the rest of the loop is still reported.
+        let candidate = |id: FingerprintId| {
+            !config.fingerprint_allowed(id)
+                && statements
+                    .get(&id)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s: &Statement| !s.exempt)
+        };
+        let mut loops = find_loops(
+            &request.records,
+            &candidate,
+            config.mn_plus_one_min_occurrences,
+        );
+        loops.retain(|found| !is_poll(&request.records, found));
+        let mut in_loop = vec![false; request.records.len()];
+        let mut looped: Vec<(FingerprintId, u64, Duration)> = Vec::new();
+        for &i in loops.iter().flat_map(|l| &l.records) {
+            if let (Some(flag), Some(record)) = (in_loop.get_mut(i), request.records.get(i)) {
+                *flag = true;
+                looped.push((record.fingerprint, 1, record.duration));
+            }
+        }
+        looped.sort_unstable_by_key(|l| l.0);
+        looped.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 += next.1;
+                kept.2 = kept.2.saturating_add(next.2);
+            }
+            same
+        });
+        let mut all = group_records(&request.records, &[]);
+        fold_totals(request, &mut all, &[]);
+        let statement_totals = merge_sites(&all);
+        let groups = if looped.is_empty() {
+            all
+        } else {
+            let mut free = group_records(&request.records, &in_loop);
+            fold_totals(request, &mut free, &looped);
+            free
+        };
         Context {
             request,
             config,
             statements,
+            loops,
             groups,
             statement_totals,
+            looped,
+        }
+    }
+
+    /// Executions and summed time of a statement within the loops.
+    pub(crate) fn looped(&self, id: FingerprintId) -> (u64, Duration) {
+        match self.looped.binary_search_by_key(&id, |l| l.0) {
+            Ok(i) => self
+                .looped
+                .get(i)
+                .map_or((0, Duration::ZERO), |l| (l.1, l.2)),
+            Err(_) => (0, Duration::ZERO),
         }
     }
 
@@ -242,9 +300,12 @@ impl<'a> Context<'a> {
     }
 }
 
-/// Groups the records by (fingerprint, site): one sort of their indices, then one pass.
-fn group_records(records: &[QueryRecord]) -> Vec<Group> {
-    let mut order: Vec<usize> = (0..records.len()).collect();
+/// Groups the records by (fingerprint, site), leaving out those `skip` marks: one sort of their indices,
+/// then one pass.
+fn group_records(records: &[QueryRecord], skip: &[bool]) -> Vec<Group> {
+    let mut order: Vec<usize> = (0..records.len())
+        .filter(|&i| !skip.get(i).copied().unwrap_or(false))
+        .collect();
     order.sort_by_key(|&i| records.get(i).map(|r| (r.fingerprint, r.site, i)));
     let mut groups: Vec<Group> = Vec::new();
     let mut params: Vec<(u64, usize)> = Vec::new();
@@ -285,6 +346,7 @@ fn group_of(
         first_duration: first.duration,
         first_index: first_record as u64,
         first_record: Some(first_record),
+        records: run.to_vec(),
         rows_known: 0,
         rows_max: 0,
         rows_sum: 0,
@@ -336,10 +398,18 @@ fn count_duplicates(records: &[QueryRecord], params: &mut [(u64, usize)], group:
 
 /// Adds the executions the records do not hold (past the cap) from the per-fingerprint totals: to the
 /// statement's largest group, or to a group of their own when no record of the statement was kept.
-fn fold_totals(request: &RequestQueries, groups: &mut Vec<Group>) {
+/// `looped` lists the executions (and time) of each statement the groups leave out on purpose.
+fn fold_totals(
+    request: &RequestQueries,
+    groups: &mut Vec<Group>,
+    looped: &[(FingerprintId, u64, Duration)],
+) {
     let mut added = Vec::new();
     for totals in &request.totals {
-        let (mut count, mut total, mut rows) = (0u64, Duration::ZERO, 0u64);
+        let (mut count, mut total, mut rows) = looped
+            .iter()
+            .find(|l| l.0 == totals.fingerprint)
+            .map_or((0u64, Duration::ZERO, 0u64), |l| (l.1, l.2, 0));
         let mut largest: Option<usize> = None;
         for (i, group) in groups.iter().enumerate() {
             if group.fingerprint != totals.fingerprint {
@@ -378,6 +448,7 @@ fn fold_totals(request: &RequestQueries, groups: &mut Vec<Group>) {
                 first_duration: Duration::ZERO,
                 first_index: totals.first_index,
                 first_record: None,
+                records: Vec::new(),
                 rows_known: 0,
                 rows_max: 0,
                 rows_sum: extra_rows,
@@ -473,7 +544,7 @@ mod tests {
         builder.run_at(id, 3, Some(0), Some(8), 1);
         builder.run_at(id, 4, None, None, 2);
         let request = builder.request();
-        let groups = group_records(&request.records);
+        let groups = group_records(&request.records, &[]);
         assert_eq!(groups.len(), 2);
         let first = &groups[0];
         assert_eq!(

@@ -9,28 +9,31 @@
 //!
 //! | Rule | Kind | Fires when (production defaults; "dev": [`DetectConfig::development`]) |
 //! |---|---|---|
-//! | R1 | `n_plus_one` | one read statement from one call site ran ≥ 5 (dev 3) times, with different or unknown parameters (severity `info` below 20 ms in total; dev: any time) |
-//! | R2 | `duplicate` | one `SELECT` ran ≥ 2 times with the same parameters |
-//! | R3 | `mn_plus_one` | a sequence of 2–5 different statements repeated ≥ 3 times in a row, not already explained by R1 (severity `info` below 20 ms in total) |
+//! | R1 | `n_plus_one` | one read statement from one call site ran ≥ 5 (dev 3) times outside a loop of several statements, with different or unknown values, and not as a poll, pages of an export or scattered lookups (severity `info` below 20 ms in total; dev: any time) |
+//! | R2 | `duplicate` | one `SELECT` ran ≥ 2 times with the same values (byte-identical without bind parameters, or the same bind values), not as a poll |
+//! | R3 | `mn_plus_one` | one loop: a sequence of 2–5 different statements repeated ≥ 3 times in a row (with a pass of one statement repeated as often right before or after it), reported once with its steps; its statements are not reported again by R1, R2 or R9 (severity `info` below 20 ms in total) |
 //! | R4 | `slow_query` | one execution took ≥ 500 ms (dev 100 ms) |
 //! | R5 | `select_star` | the outermost projection is `*` or `t.*` (not `COUNT(*)`) |
 //! | R6 | `parallelizable` | off by default: ≥ 2 back-to-back independent `SELECT`s, each > 30 ms, saving ≥ 100 ms and ≥ 10 % |
 //! | R7 | `query_budget` / `query_regression` | more queries than the route's budget (50), or more than 2× the route's rolling median after 100 requests |
 //! | R8 | `large_result` | ≥ 1000 rows returned by a statement without `LIMIT` |
-//! | R9 | `batchable_writes` | one `INSERT`/`UPDATE`/`DELETE` statement ran ≥ 5 times |
+//! | R9 | `batchable_writes` | one `INSERT`/`UPDATE`/`DELETE` statement ran ≥ 5 times outside a loop of several statements |
 //! | R10 | `pool_wait` | the request waited ≥ 100 ms (dev 10 ms) for pool connections in total |
 //!
-//! # Confidence of an N+1
+//! # Confidence of a loop (R1, R3)
 //!
+//! - **low** when the loop took less than [`DetectConfig::negligible_time`] in all, whatever else is known;
 //! - **high**: a different read statement that finished earlier in the request, at the same call site or
-//!   directly in the request, returned `r` rows with `n ≤ r ≤ 2n` for `n` repeats (the loop ran over its rows);
-//! - **medium**: such a source exists at another call site; or every repeat returned at most one row through a
-//!   single-key predicate (`id = ?`); or another query ran right before the repeats; or the parameters are
-//!   known to differ;
-//! - **low**: none of these: a "repeated parameterized" statement. It is still reported as `n_plus_one`, so
-//!   that one kind covers every repeated read; [`DetectConfig::min_confidence`] hides it.
+//!   directly in the request, returned `r` rows with `n ≤ r ≤ 2n` for `n` repeats (or exactly `n` rows at
+//!   another call site): the loop ran over its rows;
+//! - **low** when there is no such source and the read right before the loop returned no row;
+//! - **medium**: a source at another call site; or every repeat returned at most one row through a single-key
+//!   predicate (`id = ?`); or another query ran right before the repeats; or the values are known to differ;
+//!   or, for R3, by default;
+//! - **low** otherwise: a "repeated parameterized" statement. It is still reported as `n_plus_one`, so that one
+//!   kind covers every repeated read; [`DetectConfig::min_confidence`] hides it.
 //!
-//! Known identical parameters make a repeat a `duplicate` instead.
+//! Known identical values make a repeat a `duplicate` instead.
 //!
 //! # Never flagged
 //!
@@ -40,6 +43,7 @@
 //! fingerprints the lookup does not know are skipped by every per-statement rule.
 
 mod baseline;
+mod batch;
 mod budget;
 mod config;
 mod context;
@@ -130,6 +134,11 @@ impl FindingKind {
         }
     }
 
+    /// A query loop: `n_plus_one` (one statement per item) or `mn_plus_one` (several).
+    pub fn is_loop(self) -> bool {
+        matches!(self, FindingKind::NPlusOne | FindingKind::MnPlusOne)
+    }
+
     /// A bit of its own, for the config's set of disabled rules.
     pub(crate) fn bit(self) -> u32 {
         1 << (self as u32)
@@ -183,7 +192,8 @@ pub struct SourceEvidence {
     pub rows_returned: u64,
 }
 
-/// One statement of a repeated sequence.
+/// One step of a loop (an MN+1): a statement the loop runs per item; or, for `parallelizable`, one of the
+/// independent reads (kind `parallelizable`, count 1).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct PatternMember {
@@ -191,6 +201,11 @@ pub struct PatternMember {
     pub fingerprint: FingerprintId,
     /// Its normalized text.
     pub sql: String,
+    /// What the step is on its own: `n_plus_one` (a read per item), `duplicate` (the same query, same values,
+    /// each time) or `batchable_writes` (a write per item).
+    pub kind: FindingKind,
+    /// Its executions in the loop.
+    pub count: u64,
 }
 
 /// How to fix a finding, for each of the common Rust database libraries.
@@ -254,7 +269,7 @@ pub struct Finding {
     /// For an N+1: the earlier query whose rows the loop went over, when one matches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceEvidence>,
-    /// For an MN+1, its statements in order; for an N+1 that is part of one, the whole sequence.
+    /// For an MN+1, the loop's steps in order, each with its kind and count; for `parallelizable`, the reads.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pattern: Vec<PatternMember>,
     /// How to fix it.
@@ -297,7 +312,7 @@ pub fn detect(
     let ctx = Context::new(request, lookup, config);
     let mut out = Findings::new(config);
     let covered = n_plus_one::detect(&ctx, &mut out);
-    mn_plus_one::detect(&ctx, &covered, &mut out);
+    mn_plus_one::detect(&ctx, &mut out);
     writes::detect(&ctx, &mut out);
     slow::detect(&ctx, &mut out);
     shape::detect(&ctx, &covered, &mut out);
@@ -343,18 +358,6 @@ impl<'a> Findings<'a> {
         // order is total), and keeps a request with thousands of slow statements from holding their texts.
         if self.list.len() >= self.config.max_findings.saturating_mul(2).max(64) {
             self.trim();
-        }
-    }
-
-    /// Shows, on the N+1 findings of a statement, the loop sequence it is part of.
-    pub(crate) fn attach_pattern(&mut self, fingerprint: FingerprintId, pattern: &[PatternMember]) {
-        for finding in &mut self.list {
-            if finding.kind == FindingKind::NPlusOne
-                && finding.fingerprint == fingerprint
-                && finding.pattern.is_empty()
-            {
-                finding.pattern = pattern.to_vec();
-            }
         }
     }
 

@@ -9,20 +9,25 @@
 //! distinct keys fixes both. Below the N+1 threshold, the repeated keys are reported as a duplicate.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::context::{Context, Group, Statement};
 use super::recommend::{self, NPlusOne};
 use super::{Confidence, FindingKind, Findings, Severity, SourceEvidence, millis};
-use crate::query::model::FingerprintId;
+use crate::query::model::{FingerprintId, QueryRecord};
 
 /// Records looked at before a group's first one when searching for its source: enough for any handler that
 /// lists and then loops, bounded so that many groups stay linear.
 const SOURCE_LOOKBACK: usize = 256;
 
-/// Reports N+1s and duplicates; returns the statements reported (or hidden by the config) as N+1, so the MN+1
-/// rule does not repeat them.
+/// Reports N+1s and duplicates among the queries outside the loops; returns the statements that run in a
+/// loop (an N+1 or a step of an MN+1), for the rules that weigh them.
 pub(crate) fn detect(ctx: &Context<'_>, out: &mut Findings<'_>) -> BTreeSet<FingerprintId> {
-    let mut covered = BTreeSet::new();
+    let mut covered: BTreeSet<FingerprintId> = ctx
+        .loops
+        .iter()
+        .flat_map(|l| l.steps.iter().map(|s| s.fingerprint))
+        .collect();
     for group in &ctx.groups {
         let Some(statement) = ctx.statement(group.fingerprint) else {
             continue;
@@ -31,6 +36,9 @@ pub(crate) fn detect(ctx: &Context<'_>, out: &mut Findings<'_>) -> BTreeSet<Fing
             continue;
         }
         if all_params_identical(group) {
+            if polled(ctx, group) {
+                continue; // the same status asked again after waiting: a poll, its answer may change
+            }
             let count = if group.params_known == group.recorded {
                 group.count
             } else {
@@ -38,7 +46,7 @@ pub(crate) fn detect(ctx: &Context<'_>, out: &mut Findings<'_>) -> BTreeSet<Fing
             };
             let saving = group.total.saturating_sub(group.first_duration);
             duplicate(ctx, group, statement, count, millis(saving), out);
-        } else if is_n_plus_one(ctx, group, statement) {
+        } else if is_n_plus_one(ctx, group, statement) && !false_loop(ctx, group, statement) {
             covered.insert(group.fingerprint);
             if out.wants(FindingKind::NPlusOne) {
                 n_plus_one(ctx, group, statement, out);
@@ -253,16 +261,165 @@ fn confidence(
     statement: &Statement,
     source: Option<&Source>,
 ) -> Confidence {
+    if group.total < ctx.config.negligible_time {
+        return Confidence::Low;
+    }
     match source {
         Some(source) if source.is_strong(group.count) => return Confidence::High,
         Some(_) => return Confidence::Medium,
         None => {}
+    }
+    if parent_returned_nothing(ctx, group.first_record, &[group.fingerprint]) {
+        return Confidence::Low;
     }
     if group.distinct_params >= 2 || single_key_lookups(group, statement) || preceded(ctx, group) {
         Confidence::Medium
     } else {
         Confidence::Low
     }
+}
+
+/// The read that ran last before the repeats returned no row: the loop cannot be going over its rows.
+pub(crate) fn parent_returned_nothing(
+    ctx: &Context<'_>,
+    first_record: Option<usize>,
+    repeated: &[FingerprintId],
+) -> bool {
+    let Some(first) = first_record else {
+        return false;
+    };
+    let before = ctx.request.records.get(..first).unwrap_or_default();
+    before
+        .iter()
+        .rev()
+        .take(SOURCE_LOOKBACK)
+        .find(|r| {
+            !repeated.contains(&r.fingerprint)
+                && ctx
+                    .statement(r.fingerprint)
+                    .is_some_and(|s| !s.exempt && s.is_read())
+        })
+        .is_some_and(|r| r.rows_returned == Some(0))
+}
+
+/// Repeats that are not a loop over rows: a poll (waits between the repeats), pages of an export, or the same
+/// lookup scattered over the request between unrelated queries.
+fn false_loop(ctx: &Context<'_>, group: &Group, statement: &Statement) -> bool {
+    polled(ctx, group) || pages(ctx, group, statement) || scattered(ctx, group)
+}
+
+/// The repeats waited between each other (see [`waited`]).
+fn polled(ctx: &Context<'_>, group: &Group) -> bool {
+    let per_repeat = group
+        .total
+        .checked_div(u32::try_from(group.count.max(1)).unwrap_or(u32::MAX))
+        .unwrap_or_default();
+    waited(&ctx.request.records, &group.records, per_repeat)
+}
+
+/// The shortest wait between two repeats that makes them a poll, not a loop: whatever a loop does between
+/// two lookups takes less (an HTTP call per item is a loop of its own kind, with its own cost).
+const POLL_MIN_WAIT: Duration = Duration::from_millis(10);
+
+/// How many times longer than one repeat's queries the waits between repeats are in a poll.
+const POLL_RATIO: u32 = 10;
+
+/// The repeats at `indices` (into `records`, finish order) waited between each other: the typical time
+/// between one repeat's end and the next one's start, less the queries that ran in between, is at least
+/// [`POLL_MIN_WAIT`] and [`POLL_RATIO`] times the queries of one repeat.
+pub(crate) fn waited(records: &[QueryRecord], indices: &[usize], per_repeat: Duration) -> bool {
+    let mut idle: Vec<Duration> = indices
+        .windows(2)
+        .filter_map(|pair| {
+            let (&a, &b) = (pair.first()?, pair.get(1)?);
+            let (first, next) = (records.get(a)?, records.get(b)?);
+            let gap = next
+                .start
+                .saturating_sub(first.start.saturating_add(first.duration));
+            let busy: Duration = records.get(a + 1..b)?.iter().map(|r| r.duration).sum();
+            Some(gap.saturating_sub(busy))
+        })
+        .collect();
+    if idle.is_empty() {
+        return false;
+    }
+    idle.sort_unstable();
+    let median = idle.get(idle.len() / 2).copied().unwrap_or_default();
+    median >= POLL_MIN_WAIT && median >= per_repeat.saturating_mul(POLL_RATIO)
+}
+
+/// Pages of one query (`LIMIT` with `OFFSET` or a keyset condition `> ?`): every page but the last returned
+/// the same number of rows, at least two, and the last no more. Each page needs the previous one's last key;
+/// they cannot be batched, and each returns many rows.
+fn pages(ctx: &Context<'_>, group: &Group, statement: &Statement) -> bool {
+    if !paginated_text(statement.text()) || group.records.len() < 2 {
+        return false;
+    }
+    let rows: Option<Vec<u64>> = group
+        .records
+        .iter()
+        .map(|&i| ctx.request.records.get(i).and_then(|r| r.rows_returned))
+        .collect();
+    let Some(rows) = rows else {
+        return false;
+    };
+    let Some((last, full)) = rows.split_last() else {
+        return false;
+    };
+    let page = full.first().copied().unwrap_or(0);
+    page >= 2 && full.iter().all(|&r| r == page) && *last <= page
+}
+
+/// A `LIMIT`/`FETCH` with an `OFFSET` or a range condition on a placeholder (`id > $1`, `(a, b) > (?, ?)`).
+fn paginated_text(text: &str) -> bool {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let has = |k: &str| words.iter().any(|w| w.eq_ignore_ascii_case(k));
+    let limited = has("LIMIT") || has("FETCH");
+    let range = words.windows(2).any(|w| match w {
+        [op, value] => {
+            matches!(*op, ">" | ">=" | "<" | "<=")
+                && value.trim_start_matches('(').starts_with(['$', '?'])
+        }
+        _ => false,
+    });
+    limited && (has("OFFSET") || range)
+}
+
+/// Most of the intervals between consecutive repeats hold a query that does not recur with them: the same
+/// lookup done here and there (a permission check before each step of a request), not a loop.
+fn scattered(ctx: &Context<'_>, group: &Group) -> bool {
+    let (Some(&first), Some(&last)) = (group.records.first(), group.records.last()) else {
+        return false;
+    };
+    let gaps = group.records.len().saturating_sub(1);
+    if gaps == 0 {
+        return false;
+    }
+    let span = ctx.request.records.get(first..=last).unwrap_or_default();
+    let relevant = |r: &&QueryRecord| {
+        r.fingerprint != group.fingerprint
+            && ctx.statement(r.fingerprint).is_some_and(|s| !s.exempt)
+    };
+    // A statement that recurs in (nearly) every interval is part of the loop's body.
+    let recurring =
+        |id: FingerprintId| span.iter().filter(|r| r.fingerprint == id).count() + 1 >= gaps;
+    let unrelated = group
+        .records
+        .windows(2)
+        .filter(|pair| {
+            let (Some(&a), Some(&b)) = (pair.first(), pair.get(1)) else {
+                return false;
+            };
+            ctx.request
+                .records
+                .get(a + 1..b)
+                .unwrap_or_default()
+                .iter()
+                .filter(relevant)
+                .any(|r| !recurring(r.fingerprint))
+        })
+        .count();
+    unrelated * 2 > gaps
 }
 
 /// Every repeat returned at most one row, through a `key = ?` predicate.
@@ -309,29 +466,36 @@ mod tests {
     use crate::query::model::{FingerprintTotals, QueryRecord};
 
     #[test]
-    fn quotations_is_a_high_confidence_n_plus_one() {
+    fn quotations_is_one_high_confidence_loop() {
         for parsed in [true, false] {
             let mut builder = Builder::new();
             let [list, customers, lines] = quotations(&mut builder, parsed);
             for config in [DetectConfig::development(), DetectConfig::default()] {
                 let findings = builder.detect(&config);
-                let n1 = of_kind(&findings, FindingKind::NPlusOne);
-                assert_eq!(n1.len(), 2, "{findings:#?}");
-                for finding in &n1 {
-                    assert_eq!(finding.confidence, Confidence::High);
-                    assert_eq!(finding.count, 20);
-                    assert_eq!(finding.route, "/quotations");
-                    assert_eq!(finding.method, "GET");
-                    let source = finding.source.as_ref().unwrap();
-                    assert_eq!((source.fingerprint, source.rows_returned), (list, 20));
-                    assert!(source.sql.contains("FROM quotations"));
-                    assert!((finding.recommendation.estimated_saving_ms - 38.0).abs() < 1e-6);
-                }
-                assert!(n1.iter().any(|f| f.fingerprint == customers));
-                assert!(n1.iter().any(|f| f.fingerprint == lines));
-                // The MN+1 pattern is explained by the two N+1s: attached to them, not reported again.
-                assert!(of_kind(&findings, FindingKind::MnPlusOne).is_empty());
-                assert_eq!(n1[0].pattern.len(), 2);
+                // Two reads per quotation: one loop, reported once with its two steps.
+                assert_eq!(findings.len(), 1, "{findings:#?}");
+                let finding = &findings[0];
+                assert_eq!(finding.kind, FindingKind::MnPlusOne);
+                assert_eq!(finding.confidence, Confidence::High);
+                assert_eq!(finding.count, 20);
+                assert_eq!(finding.route, "/quotations");
+                assert_eq!(finding.method, "GET");
+                let source = finding.source.as_ref().unwrap();
+                assert_eq!((source.fingerprint, source.rows_returned), (list, 20));
+                assert!(source.sql.contains("FROM quotations"));
+                let steps: Vec<_> = finding
+                    .pattern
+                    .iter()
+                    .map(|m| (m.fingerprint, m.kind, m.count))
+                    .collect();
+                assert_eq!(
+                    steps,
+                    vec![
+                        (customers, FindingKind::NPlusOne, 20),
+                        (lines, FindingKind::NPlusOne, 20)
+                    ]
+                );
+                assert!((finding.recommendation.estimated_saving_ms - 76.0).abs() < 1e-6);
             }
         }
     }
@@ -339,31 +503,64 @@ mod tests {
     #[test]
     fn quotations_recommendation_is_concrete() {
         let mut builder = Builder::new();
-        let [_, customers, lines] = quotations(&mut builder, true);
+        quotations(&mut builder, true);
         let findings = builder.detect(&DetectConfig::development());
-        let by_id = |id| findings.iter().find(|f| f.fingerprint == id).unwrap();
-        let customer = &by_id(customers).recommendation;
+        let fix = &findings[0].recommendation;
         assert!(
-            customer.sqlx.contains("customers WHERE id = ANY($1)"),
+            fix.sqlx
+                .contains("SELECT id, name FROM customers WHERE id = ANY($1)"),
             "{}",
-            customer.sqlx
+            fix.sqlx
         );
-        assert!(customer.sqlx.contains("JOIN `customers`"));
-        assert!(customer.diesel.contains("customers::id.eq_any"));
         assert!(
-            customer
-                .sea_orm
-                .contains("quotations.load_one(customer::Entity")
+            fix.sqlx
+                .contains("quotation_lines WHERE quotation_id = ANY($1)")
         );
-        assert!(customer.summary.contains("`quotations`"));
-        let line = &by_id(lines).recommendation;
         assert!(
-            line.diesel
+            fix.sqlx.contains("JOIN `customers`, `quotation_lines`"),
+            "{}",
+            fix.sqlx
+        );
+        assert!(fix.diesel.contains("customers::id.eq_any"));
+        assert!(fix.sea_orm.contains("quotations.load_one(customer::Entity"));
+        assert!(fix.summary.contains("`quotations`"));
+        assert!(
+            fix.diesel
                 .contains("QuotationLine::belonging_to(&quotations)")
         );
-        assert!(line.diesel.contains("grouped_by"));
-        assert!(line.sea_orm.contains("load_many(quotation_line::Entity"));
-        assert!(line.sea_orm.contains("find_with_related"));
+        assert!(fix.diesel.contains("grouped_by"));
+        assert!(fix.sea_orm.contains("load_many(quotation_line::Entity"));
+        assert!(fix.sea_orm.contains("find_with_related"));
+    }
+
+    #[test]
+    fn one_statement_loop_recommendation_fits_the_statement() {
+        let mut builder = Builder::new();
+        let list = builder.stmt("SELECT id, customer_id FROM quotations LIMIT $1");
+        let customer = builder.parsed(
+            "SELECT id, name FROM customers WHERE id = $1",
+            &["customers"],
+            |e| e.single_key_predicate = true,
+        );
+        builder.run(list, 3, Some(20), None);
+        for _ in 0..20 {
+            builder.run(customer, 2, Some(1), None);
+        }
+        let findings = builder.detect(&DetectConfig::development());
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        let fix = &findings[0].recommendation;
+        assert!(
+            fix.sqlx.contains("customers WHERE id = ANY($1)"),
+            "{}",
+            fix.sqlx
+        );
+        assert!(fix.sqlx.contains("JOIN `customers`"));
+        assert!(
+            fix.sqlx.contains("`Vec<_>` of the type of `customers.id`"),
+            "{}",
+            fix.sqlx
+        );
+        assert!(!fix.sqlx.contains("i64"));
     }
 
     #[test]

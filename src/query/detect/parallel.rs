@@ -104,6 +104,8 @@ fn report(ctx: &Context<'_>, run: &[QueryRecord], start: usize, out: &mut Findin
             sql: ctx
                 .statement(r.fingerprint)
                 .map_or_else(String::new, |s| s.text().to_string()),
+            kind: FindingKind::Parallelizable,
+            count: 1,
         })
         .collect();
     finding.recommendation = recommend::parallelizable(run.len() as u64, millis(saved));

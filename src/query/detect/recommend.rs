@@ -3,8 +3,9 @@
 //! Texts name tables and columns taken from the normalized statement (identifiers only, checked character by
 //! character), never values: the normalized text has none, and nothing else goes in.
 
-use super::Recommendation;
+use super::batch::Form;
 use super::context::Statement;
+use super::{FindingKind, Recommendation};
 use crate::query::model::{Dialect, StatementKind};
 
 /// Longest identifier used in a text; longer ones are replaced by a generic word.
@@ -38,22 +39,6 @@ pub(crate) fn table_from_text(text: &str) -> Option<String> {
         }
     }
     None
-}
-
-/// The column of the first `column = ?` in the `WHERE` clause.
-pub(crate) fn key_column(text: &str) -> Option<String> {
-    let upper = text.to_ascii_uppercase();
-    let where_at = upper.find(" WHERE ")?;
-    let rest = text.get(where_at + " WHERE ".len()..)?;
-    let words: Vec<&str> = rest.split_whitespace().collect();
-    words.windows(3).find_map(|w| match w {
-        [column, "=", placeholder]
-            if placeholder.starts_with('?') || placeholder.starts_with('$') =>
-        {
-            ident(column)
-        }
-        _ => None,
-    })
 }
 
 /// Whether the `WHERE` clause is one `column = ?` and nothing else (optionally followed by `LIMIT ?`): the
@@ -118,15 +103,12 @@ pub(crate) struct NPlusOne<'a> {
     pub(crate) saving_ms: f64,
 }
 
-/// One query per key instead of one per row: `= ANY($1)`/`IN`, `belonging_to`/`eq_any`, the SeaORM loaders.
+/// One query per key instead of one per row: the statement's own text with its key predicate batched
+/// (`= ANY($1)` on PostgreSQL, an `IN (…)` list elsewhere), `belonging_to`/`eq_any`, the SeaORM loaders.
 pub(crate) fn n_plus_one(input: &NPlusOne<'_>) -> Recommendation {
     let table = main_table(input.statement);
-    let key = key_column(input.statement.text()).unwrap_or_else(|| "id".to_string());
+    let form = Form::of(input.statement, &table);
     let parent = input.source.and_then(|s| s.tables().into_iter().next());
-    let parents = parent.clone().unwrap_or_else(|| "parents".to_string());
-    let by_foreign_key = key != "id" && key.ends_with("_id");
-    let child = type_name(&table);
-    let module = singular(&table);
     let from = parent.as_deref().map_or_else(String::new, |p| {
         format!(", once per row of `{p}` returned by an earlier query")
     });
@@ -139,10 +121,29 @@ pub(crate) fn n_plus_one(input: &NPlusOne<'_>) -> Recommendation {
     let join = parent.as_deref().map_or_else(String::new, |p| {
         format!(" Or JOIN `{table}` into the query on `{p}` and read both in one round trip.")
     });
-    let sqlx = format!(
-        "{batched} Then match the rows back to their parents with a `HashMap` keyed by `{key}`.{join}",
-        batched = sqlx_batched(input.statement.info.dialect, &table, &key),
-    );
+    let (diesel, sea_orm) = read_fixes(&form, parent.as_deref());
+    Recommendation {
+        summary,
+        sqlx: format!(
+            "{batched} Then match the rows back to their items with a `HashMap` keyed by `{key}`.{join}",
+            batched = form.sqlx_read(),
+            key = form.key_name(),
+        ),
+        diesel,
+        sea_orm,
+        estimated_saving_ms: input.saving_ms,
+    }
+}
+
+/// The diesel and SeaORM forms of a batched read: by a foreign key, the association loaders; by another key,
+/// `eq_any`/`is_in` on that column.
+fn read_fixes(form: &Form, parent: Option<&str>) -> (String, String) {
+    let table = &form.table;
+    let key = form.key_name();
+    let parents = parent.unwrap_or("parents");
+    let child = type_name(table);
+    let module = singular(table);
+    let by_foreign_key = key != "id" && key.ends_with("_id");
     let diesel = if by_foreign_key {
         format!(
             "Load the children of all the parents at once: `{child}::belonging_to(&{parents}).load::<{child}>(conn)?`, \
@@ -150,7 +151,7 @@ pub(crate) fn n_plus_one(input: &NPlusOne<'_>) -> Recommendation {
         )
     } else {
         format!(
-            "Collect the keys, then one query: `{table}::table.filter({table}::{key}.eq_any(&ids)).load::<{child}>(conn)?`, \
+            "Collect the `{key}` values, then one query: `{table}::table.filter({table}::{key}.eq_any(&values)).load::<{child}>(conn)?`, \
              and look the rows up by `{key}`."
         )
     };
@@ -159,37 +160,18 @@ pub(crate) fn n_plus_one(input: &NPlusOne<'_>) -> Recommendation {
             "With the parents loaded, `{parents}.load_many({module}::Entity, db).await?` (`LoaderTrait`) returns each \
              parent's rows in one query; or query them together with `find_with_related({module}::Entity)`."
         )
-    } else {
+    } else if key == "id" {
         format!(
             "With the parents loaded, `{parents}.load_one({module}::Entity, db).await?` (`LoaderTrait`) fetches all the \
-             related rows in one query; or `{module}::Entity::find().filter({module}::Column::{column}.is_in(ids))`.",
+             related rows in one query; or `{module}::Entity::find().filter({module}::Column::Id.is_in(values))`."
+        )
+    } else {
+        format!(
+            "Collect the `{key}` values, then `{module}::Entity::find().filter({module}::Column::{column}.is_in(values)).all(db).await?`.",
             column = type_name(&key),
         )
     };
-    Recommendation {
-        summary,
-        sqlx,
-        diesel,
-        sea_orm,
-        estimated_saving_ms: input.saving_ms,
-    }
-}
-
-/// The one-query form for sqlx in the statement's dialect.
-fn sqlx_batched(dialect: Dialect, table: &str, key: &str) -> String {
-    let postgres = format!(
-        "Collect the keys into a `Vec<i64>` and run one query, `SELECT … FROM {table} WHERE {key} = ANY($1)`, \
-         binding `&ids[..]`."
-    );
-    let builder = format!(
-        "Collect the keys and build one `SELECT … FROM {table} WHERE {key} IN (…)` with `sqlx::QueryBuilder` \
-         (`separated(\", \")` and one `push_bind` per key)."
-    );
-    match dialect {
-        Dialect::PostgreSql => postgres,
-        Dialect::MySql | Dialect::Sqlite => builder,
-        _ => format!("{postgres} On MySQL or SQLite: {builder}"),
-    }
+    (diesel, sea_orm)
 }
 
 /// The first table of a statement, or a generic word.
@@ -223,89 +205,14 @@ pub(crate) fn duplicate(statement: &Statement, count: u64, saving_ms: f64) -> Re
     }
 }
 
-/// A loop running several statements per item.
-pub(crate) fn mn_plus_one(tables: &[String], occurrences: u64, saving_ms: f64) -> Recommendation {
-    let list = if tables.is_empty() {
-        "several tables".to_string()
-    } else {
-        tables
-            .iter()
-            .map(|t| format!("`{t}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    Recommendation {
-        summary: format!(
-            "A loop ran the same {n} statements {occurrences} times (on {list}): load each in one query for all \
-             items before the loop; saves about {saving}.",
-            n = tables.len().max(2),
-            saving = ms(saving_ms),
-        ),
-        sqlx: "Before the loop, collect the keys and run each statement once with `WHERE key = ANY($1)` (PostgreSQL) \
-               or an `IN (…)` list built with `QueryBuilder`, or JOIN the tables into one query; then iterate over \
-               the results in memory."
-            .to_string(),
-        diesel: "Load each association once for all parents with `belonging_to(&parents)` + `grouped_by`, or \
-                 `eq_any(&ids)` for lookups by key, then zip the results in memory."
-            .to_string(),
-        sea_orm: "Load each relation once for all parents with `LoaderTrait` (`load_one`/`load_many`) or \
-                  `find_with_related`, then zip the results in memory."
-            .to_string(),
-        estimated_saving_ms: saving_ms,
-    }
-}
-
-/// The same write statement many times: one multi-row statement.
+/// The same write statement many times: one multi-row statement, written from the statement's own columns.
 pub(crate) fn batchable_writes(
     statement: &Statement,
     count: u64,
     saving_ms: f64,
 ) -> Recommendation {
     let table = main_table(statement);
-    let key = key_column(statement.text()).unwrap_or_else(|| "id".to_string());
-    let entity = singular(&table);
-    let (sqlx, diesel, sea_orm) = match statement.kind {
-        StatementKind::Insert => (
-            format!(
-                "Insert all rows in one statement: `QueryBuilder::push_values` for a multi-row `VALUES`, or on \
-                 PostgreSQL `INSERT INTO {table} (…) SELECT * FROM UNNEST($1::bigint[], $2::text[])` with one array \
-                 per column; for thousands of rows, `COPY {table} FROM STDIN` (`copy_in_raw`)."
-            ),
-            format!(
-                "`diesel::insert_into({table}::table).values(&rows).execute(conn)?` writes all rows at once."
-            ),
-            format!(
-                "`{entity}::Entity::insert_many(models).exec(db).await?` writes all rows at once."
-            ),
-        ),
-        StatementKind::Delete => (
-            format!(
-                "One `DELETE FROM {table} WHERE {key} = ANY($1)` binding `&ids[..]` (`IN (…)` on MySQL/SQLite)."
-            ),
-            format!(
-                "`diesel::delete({table}::table.filter({table}::{key}.eq_any(&ids))).execute(conn)?`."
-            ),
-            format!(
-                "`{entity}::Entity::delete_many().filter({entity}::Column::{column}.is_in(ids)).exec(db).await?`.",
-                column = type_name(&key),
-            ),
-        ),
-        _ => (
-            format!(
-                "One statement for all rows: `UPDATE {table} SET … FROM UNNEST($1::bigint[], $2::text[]) AS v({key}, …) \
-                 WHERE {table}.{key} = v.{key}` with one array per column (PostgreSQL), or a `CASE` over the keys."
-            ),
-            format!(
-                "When the new values are the same, `diesel::update({table}::table.filter({table}::{key}.eq_any(&ids)))`; \
-                 otherwise run the updates in one transaction or use `sql_query` with `UNNEST`."
-            ),
-            format!(
-                "When the new values are the same, `{entity}::Entity::update_many().filter({entity}::Column::{column}.is_in(ids))`; \
-                 otherwise one raw `UPDATE … FROM UNNEST(…)` statement.",
-                column = type_name(&key),
-            ),
-        ),
-    };
+    let (sqlx, diesel, sea_orm) = write_fixes(statement, &table);
     Recommendation {
         summary: format!(
             "The same write on `{table}` ran {count} times: batch it into one statement; saves about {saving}.",
@@ -314,6 +221,137 @@ pub(crate) fn batchable_writes(
         sqlx,
         diesel,
         sea_orm,
+        estimated_saving_ms: saving_ms,
+    }
+}
+
+/// The sqlx, diesel and SeaORM forms of one batched write.
+fn write_fixes(statement: &Statement, table: &str) -> (String, String, String) {
+    let form = Form::of(statement, table);
+    let key = form.key_name();
+    let entity = singular(table);
+    let column = type_name(&key);
+    match statement.kind {
+        StatementKind::Insert => (
+            form.sqlx_insert(),
+            form.diesel_insert(),
+            format!(
+                "`{entity}::Entity::insert_many(models).exec(db).await?` writes all rows at once (one `ActiveModel` \
+                 per row)."
+            ),
+        ),
+        StatementKind::Delete => (
+            form.sqlx_write_by_key(),
+            format!(
+                "`diesel::delete({table}::table.filter({table}::{key}.eq_any(&values))).execute(conn)?`."
+            ),
+            format!(
+                "`{entity}::Entity::delete_many().filter({entity}::Column::{column}.is_in(values)).exec(db).await?`."
+            ),
+        ),
+        _ => (
+            form.sqlx_write_by_key(),
+            format!(
+                "When every row gets the same values, `diesel::update({table}::table.filter({table}::{key}.eq_any(&values)))`; \
+                 otherwise run the updates in one transaction."
+            ),
+            format!(
+                "When every row gets the same values, `{entity}::Entity::update_many().filter({entity}::Column::{column}.is_in(values))`; \
+                 otherwise run the updates in one transaction."
+            ),
+        ),
+    }
+}
+
+/// One step of a loop, as its combined fix lists it.
+pub(crate) struct LoopStep<'a> {
+    pub(crate) statement: &'a Statement,
+    pub(crate) kind: FindingKind,
+    pub(crate) count: u64,
+}
+
+/// A loop running several statements per item: one statement per step for all the items, before the loop.
+pub(crate) fn mn_plus_one(
+    steps: &[LoopStep<'_>],
+    parent: Option<&Statement>,
+    iterations: u64,
+    saving_ms: f64,
+) -> Recommendation {
+    let parent_table = parent.and_then(|p| p.tables().into_iter().next());
+    let mut tables: Vec<String> = Vec::new();
+    let (mut sqlx, mut diesel, mut sea_orm) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, step) in steps.iter().enumerate() {
+        let table = main_table(step.statement);
+        if !tables.contains(&table) {
+            tables.push(table.clone());
+        }
+        let what = match step.kind {
+            FindingKind::Duplicate => "the same query each time",
+            _ if step.statement.is_write() => "a write per item",
+            _ => "a read per item",
+        };
+        let head = format!(
+            "({n}) `{table}`, {what}, {count}×:",
+            n = i + 1,
+            count = step.count
+        );
+        if step.kind == FindingKind::Duplicate {
+            let reuse = "run it once before the loop and reuse its result.";
+            sqlx.push(format!("{head} {reuse}"));
+            diesel.push(format!("{head} {reuse}"));
+            sea_orm.push(format!("{head} {reuse}"));
+        } else if step.statement.is_write() {
+            let (s, d, o) = write_fixes(step.statement, &table);
+            sqlx.push(format!("{head} {s}"));
+            diesel.push(format!("{head} {d}"));
+            sea_orm.push(format!("{head} {o}"));
+        } else {
+            let form = Form::of(step.statement, &table);
+            let (d, o) = read_fixes(&form, parent_table.as_deref());
+            sqlx.push(format!("{head} {}", form.sqlx_read()));
+            diesel.push(format!("{head} {d}"));
+            sea_orm.push(format!("{head} {o}"));
+        }
+    }
+    let list = tables
+        .iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let over = parent_table
+        .as_deref()
+        .map_or_else(String::new, |p| format!(" over the rows of `{p}`"));
+    let summary = format!(
+        "One loop{over} ran {n} statements per item, {iterations} times (on {list}): run each once for all the \
+         items before the loop, then pair the results in memory; saves about {saving}.",
+        n = steps.len(),
+        saving = ms(saving_ms),
+    );
+    let reads_only = steps.iter().all(|s| !s.statement.is_write());
+    let join = match (&parent_table, reads_only) {
+        (Some(p), true) => {
+            format!(" Or JOIN {list} into the query on `{p}` and read them in one round trip.")
+        }
+        _ => String::new(),
+    };
+    let outro = format!(
+        " Then pair the rows with their items in memory (a `HashMap` by key), in one transaction when the writes \
+         must stay together.{join}"
+    );
+    Recommendation {
+        summary,
+        sqlx: format!(
+            "Before the loop, one statement per step: {}{outro}",
+            sqlx.join(" ")
+        ),
+        diesel: format!(
+            "Before the loop, one statement per step: {}{outro}",
+            diesel.join(" ")
+        ),
+        sea_orm: format!(
+            "Before the loop, one statement per step: {}{outro}",
+            sea_orm.join(" ")
+        ),
         estimated_saving_ms: saving_ms,
     }
 }
@@ -483,10 +521,8 @@ mod tests {
     fn tables_and_keys_from_text() {
         let text = "SELECT id, name FROM public.customers WHERE id = ?";
         assert_eq!(table_from_text(text), Some("customers".to_string()));
-        assert_eq!(key_column(text), Some("id".to_string()));
         assert!(single_key_in_text(text));
         let text = "SELECT * FROM lines l WHERE l.quotation_id = $1 AND l.deleted = ?";
-        assert_eq!(key_column(text), Some("quotation_id".to_string()));
         assert!(!single_key_in_text(text));
         assert_eq!(
             table_from_text("INSERT INTO audit (a) VALUES (?)"),

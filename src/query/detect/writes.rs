@@ -1,7 +1,8 @@
 //! R9 (batchable writes): one `INSERT`, `UPDATE` or `DELETE` statement run many times in one request.
 //!
-//! Counted over all call sites and from the totals, so writes past the record cap count. `DELETE` is
-//! included: `WHERE id = ANY($1)` batches it as well as `UNNEST` batches an insert.
+//! Counted over all call sites and from the totals, so writes past the record cap count; executions that are
+//! steps of a loop (R3) are reported with the loop, not here. `DELETE` is included: one statement over all the
+//! keys batches it as well as a multi-row insert batches an `INSERT`.
 
 use super::context::Context;
 use super::recommend;
@@ -16,28 +17,31 @@ pub(crate) fn detect(ctx: &Context<'_>, out: &mut Findings<'_>) {
         let Some(statement) = ctx.statement(totals.fingerprint) else {
             continue;
         };
-        if statement.exempt || !statement.is_write() || totals.count < min {
+        let (looped, looped_time) = ctx.looped(totals.fingerprint);
+        let count = totals.count.saturating_sub(looped);
+        if statement.exempt || !statement.is_write() || count < min {
             continue;
         }
-        let severity = if totals.count >= min.saturating_mul(10) {
+        let total = totals.total.saturating_sub(looped_time);
+        let severity = if count >= min.saturating_mul(10) {
             Severity::Critical
         } else {
             Severity::Warning
         };
-        let saving = millis(totals.total.saturating_sub(totals.max));
+        let saving = millis(total.saturating_sub(totals.max));
         let mut finding = ctx.finding(
             FindingKind::BatchableWrites,
             Some(statement),
             Confidence::High,
             severity,
         );
-        finding.count = totals.count;
-        finding.total_time_ms = millis(totals.total);
+        finding.count = count;
+        finding.total_time_ms = millis(total);
         finding.max_time_ms = millis(totals.max);
         finding.first_index = totals.first_index;
         finding.distinct_params = (totals.distinct_params > 0).then_some(totals.distinct_params);
         finding.threshold = Some(min as f64);
-        finding.recommendation = recommend::batchable_writes(statement, totals.count, saving);
+        finding.recommendation = recommend::batchable_writes(statement, count, saving);
         out.push(finding);
     }
 }

@@ -59,6 +59,10 @@ pub struct Normalized {
     pub tags: Vec<(String, String)>,
     /// The input was longer than [`MAX_SCAN_LEN`] or the text longer than [`MAX_NORMALIZED_LEN`].
     pub truncated: bool,
+    /// The input has a bind parameter (`$1`, `?`, `?1`, `:name`, `@name`, `%s`): its values are not in the text,
+    /// so two byte-identical statements may have run with different values. Without one, the text holds every
+    /// value, and byte-identical statements ran with the same values.
+    pub bound: bool,
 }
 
 /// Normalizes one statement (or a `;`-separated batch) read in `dialect`.
@@ -83,6 +87,7 @@ pub fn normalize(sql: &str, dialect: Dialect) -> Normalized {
         kind: output.kind,
         tags: output.tags,
         truncated: cut_input || cut_text || output.stopped,
+        bound: output.bound,
     }
 }
 

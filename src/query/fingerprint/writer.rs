@@ -84,6 +84,7 @@ pub(super) struct Writer<'a> {
     last_string: bool,
     history: [Option<Mark>; 4],
     tags: Vec<(String, String)>,
+    bound: bool,
 }
 
 /// What one pass produced.
@@ -94,6 +95,8 @@ pub(super) struct Output {
     pub(super) tags: Vec<(String, String)>,
     /// The pass stopped before the end of its input (the text was going to be cut anyway).
     pub(super) stopped: bool,
+    /// The input has a bind parameter (`$1`, `?`, `:name`, …): values the text does not show.
+    pub(super) bound: bool,
 }
 
 impl<'a> Writer<'a> {
@@ -117,6 +120,7 @@ impl<'a> Writer<'a> {
             last_string: false,
             history: [None; 4],
             tags: Vec::new(),
+            bound: false,
         }
     }
 
@@ -135,6 +139,7 @@ impl<'a> Writer<'a> {
             kind: self.kind.unwrap_or(StatementKind::Other),
             tags: self.tags,
             stopped,
+            bound: self.bound,
         }
     }
 
@@ -176,7 +181,11 @@ impl<'a> Writer<'a> {
             Token::Word(word) => self.word(word, kw),
             Token::Quoted { open, close, body } => self.quoted(open, close, body),
             Token::Str => self.literal(true),
-            Token::Number | Token::Param => self.literal(false),
+            Token::Number => self.literal(false),
+            Token::Param => {
+                self.bound = true;
+                self.literal(false)
+            }
             Token::Open(b) => self.open(b),
             Token::Close(b) => self.close(b),
             Token::Comma => self.comma(),
