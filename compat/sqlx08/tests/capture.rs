@@ -40,7 +40,11 @@ async fn sqlx_0_8_queries_are_captured_and_attributed() {
         .build()
         .unwrap();
     tracing_subscriber::registry()
-        .with(fmt::layer().with_writer(std::io::sink).with_filter(EnvFilter::new("info")))
+        .with(
+            fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(EnvFilter::new("info")),
+        )
         .with(perf.query_capture_layer())
         .init();
     // An in-memory database lives in its connection: one connection, opened before any request (its set-up
@@ -69,11 +73,18 @@ async fn sqlx_0_8_queries_are_captured_and_attributed() {
         .layer(perf.layers());
 
     for _ in 0..3 {
-        let request = axum::http::Request::get("/names").body(Body::empty()).unwrap();
+        let request = axum::http::Request::get("/names")
+            .body(Body::empty())
+            .unwrap();
         let response = app.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), 200);
-        let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
         assert!(body.starts_with(b"item 1,"));
         let report = perf.request_queries(&id).await.expect("settled");
         assert_eq!(report.count, 9, "the list and 8 lookups");
