@@ -228,6 +228,92 @@ impl<B: L2Backend> L2Backend for Counted<B> {
     }
 }
 
+/// An [`L2Backend`] whose invalidations reach the store late, as over a slow link.
+struct SlowInvalidations<B> {
+    inner: B,
+    delay: Duration,
+}
+
+impl<B: L2Backend> L2Backend for SlowInvalidations<B> {
+    fn read<'a>(&'a self, keys: &'a ReadKeys) -> BoxFuture<'a, Result<ReadReply, L2Error>> {
+        self.inner.read(keys)
+    }
+    fn versions<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, L2Error>> {
+        self.inner.versions(keys)
+    }
+    fn write<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<bool, L2Error>> {
+        self.inner.write(op)
+    }
+    fn invalidate<'a>(&'a self, op: &'a InvalidateOp) -> BoxFuture<'a, Result<u64, L2Error>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.invalidate(op).await
+        })
+    }
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), L2Error>> {
+        self.inner.publish(channel, message)
+    }
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Subscription, L2Error>> {
+        self.inner.subscribe(channel)
+    }
+}
+
+/// A node reads its own invalidations from L2 too: right after `invalidate_tag` (or `invalidate`) returns, and
+/// before the store has the new version, the old entry in L2 is not served on the node that invalidated it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_never_reads_back_from_l2_what_it_just_invalidated() {
+    let store = MemoryLevel::new();
+    let prefix = unique_prefix("own");
+    let slow = SlowInvalidations {
+        inner: store.clone(),
+        delay: Duration::from_millis(80),
+    };
+    let la = level(slow, &prefix);
+    wait_until("the bus", Duration::from_secs(2), || la.is_verified()).await;
+    let a = cache(&la);
+    let key = "item:7".to_owned();
+    for (round, invalidate_key) in [(1_u64, false), (2, true)] {
+        let before = la.stats().writes;
+        let value = a
+            .get_or_compute(
+                &key,
+                move || async move { Loaded::new(round * 10).tag("items") },
+            )
+            .await
+            .unwrap();
+        assert_eq!(value, round * 10);
+        wait_until("the write", Duration::from_secs(2), || {
+            la.stats().writes > before
+        })
+        .await;
+        if invalidate_key {
+            a.invalidate(&key);
+        } else {
+            a.invalidate_tag("items");
+        }
+        // The invalidation is still on its way to the store: L2 holds the old entry under old versions.
+        let fetched = a
+            .try_get_or_compute_entry(&key, move || async move {
+                Ok::<_, ()>(Loaded::new(round * 10 + 1).tag("items"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (fetched.value, fetched.status),
+            (round * 10 + 1, CacheStatus::Miss),
+            "round {round}"
+        );
+        // Once the store has it, nothing is pending, and the next value is loaded and written again.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        a.invalidate(&key);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
 /// A level whose breaker stays open for `OPEN_FOR`, long enough to watch it make no call.
 const OPEN_FOR: Duration = Duration::from_millis(1500);
 

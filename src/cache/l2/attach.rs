@@ -140,6 +140,19 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         {
             return self.reject(generation);
         }
+        // This node's own invalidation of the key, its cache or one of its tags may still be on its way to the
+        // store, whose versions do not show it yet: then the entry is not read.
+        if level.has_pending() {
+            let tag_keys: Vec<String> = envelope
+                .tags
+                .iter()
+                .map(|&(kind, name)| self.version_key(kind, name))
+                .collect();
+            let own = [keys.key_version.as_str(), keys.clear_version.as_str()];
+            if level.any_pending(own.into_iter().chain(tag_keys.iter().map(String::as_str))) {
+                return self.reject(generation);
+            }
+        }
         // Tag versions: remembered ones while the bus vouches for them, the rest read in one round trip.
         let trusted = level.trusted_epoch();
         let epoch = level.epoch.load(Ordering::SeqCst);

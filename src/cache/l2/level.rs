@@ -2,9 +2,10 @@
 //! breaker, the background write queue, the bus (publisher, heartbeat, subscriber), the bus's health, and the
 //! cache of tag versions read from the store.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -116,6 +117,12 @@ pub(crate) struct LevelShared {
     pub(crate) last_generation: AtomicU64,
     /// Tag versions read from the store or the bus: redis key → (version, epoch when learned).
     pub(crate) versions: quick_cache::sync::Cache<String, (u64, u64)>,
+    /// This node's own invalidations not yet recorded in the store: version key → how many are in flight. An
+    /// L2 entry under one of these keys is not read until the store has the new version, so a node reads its
+    /// own writes even from L2 (the bus brings them back later).
+    pending: Mutex<HashMap<String, u32>>,
+    /// Keys in `pending`, read without the lock on every L2 lookup.
+    pending_count: AtomicUsize,
     targets: Mutex<Vec<Weak<dyn BusTarget>>>,
     publish: mpsc::Sender<Publish>,
     writes: mpsc::Sender<WriteOp>,
@@ -328,6 +335,8 @@ impl SecondLevelBuilder {
             floor: AtomicU64::new(0),
             last_generation: AtomicU64::new(0),
             versions: quick_cache::sync::Cache::new(self.version_cache),
+            pending: Mutex::new(HashMap::new()),
+            pending_count: AtomicUsize::new(0),
             targets: Mutex::new(Vec::new()),
             publish,
             writes,
@@ -463,14 +472,51 @@ impl LevelShared {
         kind: MessageKind,
         op: InvalidateOp,
     ) {
+        self.mark_pending(&op.set);
         let publish = Publish {
             op,
             kind,
             cache: cache.clone(),
         };
-        if self.publish.try_send(publish).is_err() {
+        if let Err(error) = self.publish.try_send(publish) {
             self.counters.publish_failed.fetch_add(1, Ordering::Relaxed);
+            self.unmark_pending(&error.into_inner().op.set);
         }
+    }
+
+    fn mark_pending(&self, keys: &[String]) {
+        let mut pending = self.pending.lock();
+        for key in keys {
+            *pending.entry(key.clone()).or_insert(0) += 1;
+        }
+        self.pending_count.store(pending.len(), Ordering::SeqCst);
+    }
+
+    fn unmark_pending(&self, keys: &[String]) {
+        let mut pending = self.pending.lock();
+        for key in keys {
+            if let Some(count) = pending.get_mut(key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    pending.remove(key);
+                }
+            }
+        }
+        self.pending_count.store(pending.len(), Ordering::SeqCst);
+    }
+
+    /// Whether an invalidation of this node is on its way to the store (one atomic load).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending_count.load(Ordering::SeqCst) > 0
+    }
+
+    /// Whether one of `keys` has an invalidation of this node on its way to the store.
+    pub(crate) fn any_pending<'a>(&self, mut keys: impl Iterator<Item = &'a str>) -> bool {
+        if !self.has_pending() {
+            return false;
+        }
+        let pending = self.pending.lock();
+        keys.any(|key| pending.contains_key(key))
     }
 
     pub(crate) fn register(&self, target: Weak<dyn BusTarget>) {
@@ -689,6 +735,21 @@ async fn publisher(level: Weak<LevelShared>, mut queue: mpsc::Receiver<Publish>)
                             .last_generation
                             .fetch_max(generation, Ordering::SeqCst);
                         level.counters.bus_sent.fetch_add(1, Ordering::Relaxed);
+                        // Remember the new tag and prefix versions now, before the bus brings them back, so
+                        // this node's L2 reads see its own invalidation as soon as it is no longer pending.
+                        let ns = format!("{}{}:", level.settings.prefix, publish.cache);
+                        let epoch = level.epoch.load(Ordering::SeqCst);
+                        for key in &publish.op.set {
+                            let versioned = key.strip_prefix(&ns).is_some_and(|rest| {
+                                rest.starts_with("t:") || rest.starts_with("p:")
+                            });
+                            if versioned {
+                                let known = level.versions.get(key).map_or(0, |(v, _)| v);
+                                level
+                                    .versions
+                                    .insert(key.clone(), (known.max(generation), epoch));
+                            }
+                        }
                     }
                     Err(_) => drop(
                         level
@@ -697,6 +758,7 @@ async fn publisher(level: Weak<LevelShared>, mut queue: mpsc::Receiver<Publish>)
                             .fetch_add(1, Ordering::Relaxed),
                     ),
                 }
+                level.unmark_pending(&publish.op.set);
             }
             None => {
                 // No heartbeat while the breaker is open: the silence then tells this node its bus is lost.
