@@ -35,10 +35,13 @@ mod catalog;
 mod db;
 mod error;
 mod fleet;
+mod login_limit;
 mod mode;
 mod pagination;
 mod password;
+mod request_limits;
 mod routes;
+mod server;
 mod session;
 mod time;
 
@@ -66,6 +69,8 @@ pub(crate) struct AppState {
     pub(crate) sessions: Arc<session::SessionIssuer>,
     /// The data caches, and the response store for invalidation.
     pub(crate) caches: caches::Caches,
+    /// Login attempts per address and per account, and the password-hashing pool.
+    pub(crate) login_limits: Arc<login_limit::LoginLimits>,
 }
 
 /// How the admin routes are protected, remembered so the startup banner can say how to call them.
@@ -152,12 +157,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         db: pool.clone(),
         sessions: Arc::new(session::SessionIssuer::new()),
         caches,
+        login_limits: login_limit::LoginLimits::new(),
     };
-    let mut app = routes::router(responses)
+    let app = routes::router(responses)
         .with_state(state)
         // The application's own request tracing, at tower-http's default levels (DEBUG spans and events, ERROR on
         // failures), as a real server has it whether perfscope is there or not.
         .layer(TraceLayer::new_for_http());
+    // Body size and deadline, in-flight requests (module `request_limits`): inside perfscope, which sees their
+    // 413, 408 and 503 answers.
+    let mut app = request_limits::apply(app);
     // Outermost, so the monitor sees every response, `X-Cache` included, and times hits too; in mode `full`
     // the query layer inside it ties each request's queries to it and adds `X-Query-Count`. One `Router::layer`
     // call for both: axum boxes each call's service and future.
@@ -177,20 +186,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let addr = std::env::var("ERP_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let limits = server::Limits::from_env()?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let local = listener.local_addr()?;
     print_banner(local, &admin_mode, mode);
     if let Some(line) = fleet.describe() {
         println!("fleet: {line}");
     }
+    println!(
+        "limits: {} connections (open files: {}), header read timeout {:?}, body {} KiB within {:?}, {} requests in flight",
+        limits.max_connections,
+        limits
+            .open_files_limit
+            .map_or_else(|| "no limit".to_owned(), |n| n.to_string()),
+        server::HEADER_READ_TIMEOUT,
+        request_limits::MAX_BODY_BYTES / 1024,
+        request_limits::BODY_DEADLINE,
+        request_limits::MAX_IN_FLIGHT,
+    );
 
-    // Loopback-only admin mode needs the peer address, hence `with_connect_info`.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    // Our own accept loop (module `server`): hyper's connection with a header-read timeout and a connection limit,
+    // which `axum::serve` does not set. It gives each request its peer address, which the loopback-only admin
+    // mode and the login limiter need.
+    server::serve(listener, app, limits, shutdown_signal()).await;
 
     tracing::info!("shutting down");
     fleet.shutdown().await;
@@ -272,7 +290,7 @@ fn print_banner(addr: SocketAddr, admin_mode: &AdminMode, mode: PerfscopeMode) {
     println!("Press Ctrl-C to stop.");
 }
 
-/// Resolves on Ctrl-C (or SIGTERM on Unix) so `axum::serve` can finish in-flight requests before exiting.
+/// Resolves on Ctrl-C (or SIGTERM on Unix) so the server can finish in-flight requests before exiting.
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {

@@ -18,6 +18,11 @@ use crate::pagination::Page;
 
 /// Longest product name accepted by `PUT`, in characters.
 const MAX_NAME_CHARS: usize = 200;
+/// Highest price accepted by `PUT`, in cents (1,000,000.00): far above any pharmacy product, far below where
+/// sums of prices times quantities could overflow an `i64`.
+const MAX_PRICE_CENTS: i64 = 100_000_000;
+/// Highest stock level accepted by `PUT`.
+const MAX_STOCK: i64 = 10_000_000;
 
 /// A product as stored and as returned (and, with a shared Redis, as kept there).
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
@@ -173,36 +178,58 @@ pub(crate) struct ProductUpdate {
 }
 
 impl ProductUpdate {
-    /// Checks the ranges and trims the name; the returned update is ready to bind.
+    /// Checks the ranges and the characters and trims the name; the returned update is ready to bind. Every
+    /// refusal is a 422 whose message names the field and the rule, never the value.
     fn validate(self) -> Result<Self, AppError> {
         let name = match self.name {
-            Some(name) => {
-                let name = name.trim().to_owned();
-                let chars = name.chars().count();
-                if chars == 0 || chars > MAX_NAME_CHARS {
-                    return Err(AppError::BadRequest(format!(
-                        "name must be 1 to {MAX_NAME_CHARS} characters"
-                    )));
-                }
-                Some(name)
-            }
+            Some(name) => Some(valid_name(&name)?),
             None => None,
         };
-        if self.price_cents.is_some_and(|price| price < 0) {
-            return Err(AppError::BadRequest(
-                "price_cents must be 0 or more".to_owned(),
-            ));
+        if let Some(price) = self.price_cents
+            && !(0..=MAX_PRICE_CENTS).contains(&price)
+        {
+            return Err(AppError::Invalid(format!(
+                "price_cents must be between 0 and {MAX_PRICE_CENTS}"
+            )));
         }
-        if self.stock.is_some_and(|stock| stock < 0) {
-            return Err(AppError::BadRequest("stock must be 0 or more".to_owned()));
+        if let Some(stock) = self.stock
+            && !(0..=MAX_STOCK).contains(&stock)
+        {
+            return Err(AppError::Invalid(format!(
+                "stock must be between 0 and {MAX_STOCK}"
+            )));
         }
         if name.is_none() && self.price_cents.is_none() && self.stock.is_none() {
-            return Err(AppError::BadRequest(
+            return Err(AppError::Invalid(
                 "set at least one of name, price_cents, stock".to_owned(),
             ));
         }
         Ok(Self { name, ..self })
     }
+}
+
+/// The name trimmed, if it is 1 to [`MAX_NAME_CHARS`] characters with no control character (NUL, newline, ESC,
+/// ...) and no bidirectional formatting character (an RTL override makes `exe.txt` display as `txt.exe`).
+fn valid_name(name: &str) -> Result<String, AppError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_NAME_CHARS {
+        return Err(AppError::Invalid(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Err(AppError::Invalid(
+            "name must not contain control characters or bidirectional formatting characters"
+                .to_owned(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// The Unicode bidirectional formatting characters: marks, embeddings, overrides and isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `PUT /api/products/{id}`: updates the given fields and `updated_at`, returns the product as stored. Once the
@@ -260,5 +287,67 @@ mod tests {
         assert_eq!(like_pattern("para"), "%para%");
         assert_eq!(like_pattern("Para"), "%para%");
         assert_eq!(like_pattern(r"1%_\"), r"%1\%\_\\%");
+    }
+
+    fn update(name: Option<&str>, price_cents: Option<i64>, stock: Option<i64>) -> ProductUpdate {
+        ProductUpdate {
+            name: name.map(str::to_owned),
+            price_cents,
+            stock,
+        }
+    }
+
+    #[test]
+    fn validation_bounds_prices_and_stock() {
+        assert!(update(None, Some(0), Some(0)).validate().is_ok());
+        assert!(
+            update(None, Some(MAX_PRICE_CENTS), Some(MAX_STOCK))
+                .validate()
+                .is_ok()
+        );
+        for (price, stock) in [
+            (Some(-1), None),
+            (Some(i64::MAX), None),
+            (None, Some(i64::MAX)),
+            (None, Some(-1)),
+        ] {
+            assert!(matches!(
+                update(None, price, stock).validate(),
+                Err(AppError::Invalid(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn validation_refuses_control_and_bidi_characters_in_names() {
+        assert!(
+            update(Some(" Paracetamol 500 mg "), None, None)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            update(Some("Ibuprofène – 200 mg"), None, None)
+                .validate()
+                .is_ok()
+        );
+        for name in [
+            "a\0b",
+            "a\nb",
+            "a\u{1b}[31mb",
+            "a\u{7f}",
+            "a\u{202E}txt.exe",
+            "a\u{2066}b",
+            "a\u{200F}",
+            "",
+            "   ",
+        ] {
+            assert!(
+                matches!(
+                    update(Some(name), None, None).validate(),
+                    Err(AppError::Invalid(_))
+                ),
+                "{name:?} accepted"
+            );
+        }
     }
 }
