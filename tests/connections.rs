@@ -12,6 +12,9 @@ use perfscope::{ListenerConnections, Perfscope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The tests of this binary run one at a time: the open-files figures are the whole process's.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const HALF_HEAD: &[u8] = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
 
 fn app(perf: &Perfscope) -> Router {
@@ -82,6 +85,7 @@ fn promtool_check(text: &str) {
 /// counted `head_abandoned` when the clients leave; the open files rise and fall with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_heads_are_seen_open_pending_and_abandoned() {
+    let _serial = SERIAL.lock().await;
     const N: usize = 50;
     let perf = Perfscope::builder().build().unwrap();
     let addr = serve(&perf).await;
@@ -142,6 +146,7 @@ async fn stalled_heads_are_seen_open_pending_and_abandoned() {
 /// A complete request: its head is timed, and the connection is counted closed by the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_request_times_its_head() {
+    let _serial = SERIAL.lock().await;
     let perf = Perfscope::builder().build().unwrap();
     let addr = serve(&perf).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -174,6 +179,7 @@ async fn a_served_request_times_its_head() {
 /// parse) are counted `refused`, and no route records them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heads_refused_by_hyper_are_counted_refused_and_never_as_a_route() {
+    let _serial = SERIAL.lock().await;
     let perf = Perfscope::builder().build().unwrap();
     let addr = serve(&perf).await;
 
@@ -222,6 +228,7 @@ async fn heads_refused_by_hyper_are_counted_refused_and_never_as_a_route() {
 /// server and counted `head_timeout`; an idle connection that never sent a byte too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_read_timeout_is_counted_head_timeout() {
+    let _serial = SERIAL.lock().await;
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
@@ -268,4 +275,75 @@ async fn a_header_read_timeout_is_counted_head_timeout() {
         assert!(rest.is_empty());
     }
     promtool_check(&perf.prometheus());
+}
+
+/// A client that announces `Content-Length: 1000`, sends 10 bytes and leaves: the handler's read fails and
+/// axum answers 400, but no one receives it: the outcome is `cancelled`, not `client_error`. A body that
+/// arrives whole and is refused stays `client_error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_body_is_cancelled_whatever_the_status() {
+    let _serial = SERIAL.lock().await;
+    use axum::body::Bytes;
+    use axum::routing::post;
+
+    let perf = Perfscope::builder().build().unwrap();
+    let app = Router::new()
+        .route(
+            "/upload",
+            post(|body: Bytes| async move { format!("{} bytes", body.len()) }),
+        )
+        .route(
+            "/manual",
+            post(|body: axum::body::Body| async move {
+                match axum::body::to_bytes(body, usize::MAX).await {
+                    Ok(bytes) if bytes.starts_with(b"{") => (http::StatusCode::OK, "ok"),
+                    Ok(_) => (http::StatusCode::UNPROCESSABLE_ENTITY, "not json"),
+                    Err(_) => (http::StatusCode::BAD_REQUEST, "read failed"),
+                }
+            }),
+        )
+        .layer(perf.layer());
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let tracked = perf.listener(tcp);
+    tokio::spawn(async move { axum::serve(tracked, app).await });
+
+    for path in ["/upload", "/manual"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head =
+            format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(stream);
+    }
+    let mut whole = TcpStream::connect(addr).await.unwrap();
+    whole
+        .write_all(b"POST /manual HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    whole.read_to_end(&mut response).await.unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 422"));
+
+    let routes = |perf: &Perfscope| perf.snapshot().routes;
+    for _ in 0..500 {
+        if routes(&perf).iter().map(|r| r.count).sum::<u64>() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let routes = routes(&perf);
+    let upload = routes.iter().find(|r| r.route == "/upload").unwrap();
+    assert_eq!(upload.count, 1, "{upload:?}");
+    assert_eq!(upload.outcomes.cancelled, 1, "{:?}", upload.outcomes);
+    assert_eq!(upload.outcomes.client_error, 0);
+    let manual = routes.iter().find(|r| r.route == "/manual").unwrap();
+    assert_eq!(manual.count, 2, "{manual:?}");
+    assert_eq!(manual.outcomes.cancelled, 1, "{:?}", manual.outcomes);
+    assert_eq!(manual.outcomes.client_error, 1, "{:?}", manual.outcomes);
+    assert_eq!(perf.snapshot().in_flight, 0);
+    // The connections: the two that left mid-body were closed by their clients after a complete head.
+    until(&perf, "closed", |l| l.open == 0).await;
+    assert_eq!(listener(&perf).closed.client_closed, 2);
 }
