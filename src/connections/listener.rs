@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "axum")]
 use crate::Perfscope;
 use crate::connections::io::TrackedIo;
 use crate::connections::state::ListenerState;
