@@ -144,12 +144,23 @@ impl AdminAuth {
                 Some(response)
             }
             Mode::LoopbackOnly => {
-                let message = match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-                    Some(ConnectInfo(peer)) if peer.ip().is_loopback() => return None,
+                let extensions = request.extensions();
+                // axum's own listeners give `SocketAddr`; perfscope's `Tracked` listener gives `PeerAddr`.
+                let peer = extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(peer)| *peer)
+                    .or_else(|| {
+                        extensions
+                            .get::<ConnectInfo<crate::connections::PeerAddr<SocketAddr>>>()
+                            .map(|ConnectInfo(peer)| peer.0)
+                    });
+                let message = match peer {
+                    Some(peer) if peer.ip().is_loopback() => return None,
                     Some(_) => "admin endpoints serve loopback clients only\n",
                     None => {
                         "loopback-only admin mode needs the peer address: serve with \
-                         into_make_service_with_connect_info::<SocketAddr>()\n"
+                         into_make_service_with_connect_info::<SocketAddr>() (with perf.listener(..): \
+                         ::<perfscope::connections::PeerAddr<SocketAddr>>())\n"
                     }
                 };
                 Some((StatusCode::FORBIDDEN, message).into_response())

@@ -37,6 +37,7 @@ pub struct PerfscopeBuilder {
     header_policy: HeaderPolicy,
     #[cfg(feature = "query")]
     query: crate::query::QueryConfig,
+    connections: crate::connections::state::ConnectionsConfig,
 }
 
 #[cfg(feature = "monitor")]
@@ -213,8 +214,40 @@ impl PerfscopeBuilder {
         self
     }
 
+    /// Connections still sending their first request head on one listener from which a warning is logged
+    /// (default 1,000; see [`crate::connections`]).
+    ///
+    /// ```
+    /// let perf = perfscope::Perfscope::builder().head_pending_warning(500).build().unwrap();
+    /// # drop(perf);
+    /// ```
+    pub fn head_pending_warning(mut self, connections: usize) -> Self {
+        self.connections.head_pending_warning = connections;
+        self
+    }
+
+    /// The share of the open-files limit (`RLIMIT_NOFILE`) from which a warning is logged, between 0 and 1
+    /// (default 0.8; see [`crate::connections`]).
+    ///
+    /// ```
+    /// let perf = perfscope::Perfscope::builder().open_files_warning_ratio(0.9).build().unwrap();
+    /// # drop(perf);
+    /// ```
+    pub fn open_files_warning_ratio(mut self, ratio: f64) -> Self {
+        self.connections.open_files_warning_ratio = ratio;
+        self
+    }
+
     /// Checks the settings and builds the handle.
     pub fn build(self) -> Result<Perfscope, BuildError> {
+        let ratio = self.connections.open_files_warning_ratio;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(BuildError::OutOfRange {
+                setting: "open_files_warning_ratio",
+                expected: "above 0 and at most 1",
+                got: ratio.to_string(),
+            });
+        }
         #[cfg(feature = "monitor")]
         let monitor = {
             let mut monitor = self.monitor;
@@ -255,6 +288,7 @@ impl PerfscopeBuilder {
         #[cfg(not(feature = "monitor"))]
         let _ = (self.response_time_header, self.request_id_header);
         Ok(Perfscope::from_parts(
+            self.connections,
             #[cfg(feature = "monitor")]
             monitor,
             #[cfg(feature = "query")]

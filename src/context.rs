@@ -51,6 +51,8 @@ struct Inner {
     user_id: OnceLock<String>,
     excluded: AtomicBool,
     panicked: AtomicBool,
+    /// Whether reading the request body failed because the client left.
+    client_gone: AtomicBool,
     /// Whether any phase was recorded: most requests have none, and their readers skip the lock.
     phased: AtomicBool,
     phases: Mutex<Phases>,
@@ -169,6 +171,7 @@ impl RequestContext {
                 user_id: OnceLock::new(),
                 excluded: AtomicBool::new(excluded),
                 panicked: AtomicBool::new(false),
+                client_gone: AtomicBool::new(false),
                 phased: AtomicBool::new(false),
                 phases: Mutex::new(Phases::default()),
                 counters: Counters::default(),
@@ -398,6 +401,18 @@ impl RequestContext {
     /// `CatchPanicLayer` turned the panic into a 500 response).
     pub fn panicked(&self) -> bool {
         self.inner.panicked.load(Ordering::Relaxed)
+    }
+
+    /// Whether reading the request body failed because the client left (closed or reset the connection before
+    /// the body's end), as the monitor's request-body wrapper saw it: the response, whatever its status, never
+    /// reached anyone, and the monitor records the request as `cancelled`.
+    pub fn client_gone(&self) -> bool {
+        self.inner.client_gone.load(Ordering::Relaxed)
+    }
+
+    #[cfg_attr(not(feature = "monitor"), allow(dead_code))]
+    pub(crate) fn mark_client_gone(&self) {
+        self.inner.client_gone.store(true, Ordering::Relaxed);
     }
 
     #[cfg_attr(not(feature = "monitor"), allow(dead_code))]

@@ -83,6 +83,7 @@ mod announce;
 mod builder;
 #[cfg(feature = "cache")]
 pub mod cache;
+pub mod connections;
 mod context;
 #[cfg(feature = "axum")]
 mod context_extract;
@@ -124,7 +125,8 @@ pub use monitor::{MonitorLayer, Outcome};
 pub use request_id::{MAX_REQUEST_ID_LEN, RequestId, is_valid_request_id};
 pub use route::MethodLabel;
 pub use snapshot::{
-    AllocatedBytes, Bucket, HungRequest, LatencyWindows, OverflowStats, Percentiles, PhaseTiming,
+    AllocatedBytes, Bucket, ClosedConnections, ConnectionsSnapshot, HeadPendingAges, HeadReadTimes,
+    HungRequest, LatencyWindows, ListenerConnections, OverflowStats, Percentiles, PhaseTiming,
     ProcessStats, RouteStats, SettingsSnapshot, SlowRequest, Snapshot,
 };
 
@@ -161,6 +163,7 @@ struct Shared {
     query: Arc<query::analyzer::Analyzer>,
     #[cfg(feature = "query")]
     header_policy: HeaderPolicy,
+    connections: connections::state::Connections,
     /// The newest fleet publisher's state; weak, so dropping the publisher ends fleet reads too.
     #[cfg(all(feature = "redis", feature = "monitor"))]
     fleet: parking_lot::Mutex<std::sync::Weak<fleet::FleetShared>>,
@@ -180,6 +183,7 @@ impl Perfscope {
     }
 
     pub(crate) fn from_parts(
+        connections: connections::state::ConnectionsConfig,
         #[cfg(feature = "monitor")] monitor: monitor::config::MonitorConfig,
         #[cfg(feature = "query")] query: query::QueryConfig,
         #[cfg(feature = "query")] header_policy: HeaderPolicy,
@@ -198,6 +202,7 @@ impl Perfscope {
                 query: Arc::new(query::analyzer::Analyzer::new(query)),
                 #[cfg(feature = "query")]
                 header_policy,
+                connections: connections::state::Connections::new(connections),
                 #[cfg(all(feature = "redis", feature = "monitor"))]
                 fleet: parking_lot::Mutex::new(std::sync::Weak::new()),
                 #[cfg(any(feature = "monitor", feature = "query"))]
@@ -211,6 +216,39 @@ impl Perfscope {
     pub fn layer(&self) -> MonitorLayer {
         self.inner.announced.once(|| announce::settings_line(self));
         MonitorLayer::new(self.inner.monitor.clone())
+    }
+
+    /// Wraps `listener` so that perfscope counts its connections (see [`connections`]): open, still sending
+    /// their request head, and how they end. Use it in place of the listener: `axum::serve(perf.listener(tcp),
+    /// app)`. The connections are counted under the listener's local address.
+    ///
+    /// ```no_run
+    /// # async fn run(app: axum::Router) -> std::io::Result<()> {
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(perf.listener(tcp), app.layer(perf.layer())).await
+    /// # }
+    /// ```
+    #[cfg(feature = "axum")]
+    pub fn listener<L>(&self, listener: L) -> connections::Tracked<L>
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
+        connections::Tracked::new(listener, self)
+    }
+
+    /// The tracker of the connections of listener `name`, for an accept loop of one's own: wrap each accepted
+    /// stream with [`ConnectionTracker::track`](connections::ConnectionTracker::track) before serving it. Calls
+    /// with the same name count together; at most [`connections::MAX_LISTENERS`] names.
+    ///
+    /// ```
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// let connections = perf.connections("public");
+    /// assert_eq!(connections.name(), "public");
+    /// ```
+    pub fn connections(&self, name: &str) -> connections::ConnectionTracker {
+        connections::ConnectionTracker::new(self.inner.connections.listener(name))
     }
 
     /// The build and the monitor's settings in force (the `settings` of a snapshot).
@@ -260,6 +298,7 @@ impl Perfscope {
                 hung_requests: view.hung_requests,
                 overflow: view.overflow,
                 process: ProcessStats::read(),
+                connections: self.inner.connections.snapshot(),
                 #[cfg(feature = "cache")]
                 caches: self.cache_stats(),
                 #[cfg(feature = "query")]
@@ -281,6 +320,7 @@ impl Perfscope {
                 hung_requests: Vec::new(),
                 overflow: OverflowStats::default(),
                 process: ProcessStats::read(),
+                connections: self.inner.connections.snapshot(),
                 #[cfg(feature = "cache")]
                 caches: self.cache_stats(),
                 #[cfg(feature = "query")]

@@ -35,8 +35,12 @@ pub struct Snapshot {
     pub hung_requests: Vec<HungRequest>,
     /// What the cardinality guards turned away.
     pub overflow: OverflowStats,
-    /// The process: resident memory, and whether the counting allocator is installed.
+    /// The process: resident memory, open files and their limit, and whether the counting allocator is
+    /// installed.
     pub process: ProcessStats,
+    /// Connections of the listeners wrapped by [`Perfscope::listener`](crate::Perfscope::listener) or counted
+    /// by a [`ConnectionTracker`](crate::connections::ConnectionTracker); empty when there are none.
+    pub connections: ConnectionsSnapshot,
     /// Statistics of each cache registered with [`Perfscope::register_cache`](crate::Perfscope::register_cache).
     #[cfg(feature = "cache")]
     pub caches: Vec<crate::cache::CacheStatsSnapshot>,
@@ -149,6 +153,11 @@ pub struct ProcessStats {
     /// Whether [`CountingAllocator`](crate::alloc) is the global allocator (feature `alloc`), so that
     /// [`RouteStats::allocated_bytes`] is measured.
     pub counting_allocator: bool,
+    /// Open file descriptors (Linux: the entries of `/proc/self/fd`, sockets included); `None` elsewhere.
+    pub open_fds: Option<u64>,
+    /// The limit on open file descriptors (Linux: the soft `Max open files` of `/proc/self/limits`, that is
+    /// `RLIMIT_NOFILE`); `None` elsewhere or when unlimited.
+    pub max_fds: Option<u64>,
 }
 
 impl ProcessStats {
@@ -156,6 +165,8 @@ impl ProcessStats {
     pub(crate) fn read() -> Self {
         ProcessStats {
             resident_memory_bytes: crate::process::resident_memory_bytes(),
+            open_fds: crate::process::open_fds(),
+            max_fds: crate::process::max_fds(),
             #[cfg(feature = "alloc")]
             counting_allocator: crate::alloc::is_installed(),
             #[cfg(not(feature = "alloc"))]
@@ -290,4 +301,86 @@ pub struct OverflowStats {
     pub latency_clamped: u64,
     /// Large-allocation warnings (feature `alloc`) not logged because of the rate limit.
     pub allocation_warnings_suppressed: u64,
+}
+
+/// The connections perfscope counts (see [`crate::connections`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ConnectionsSnapshot {
+    /// One entry per listener name, sorted by name.
+    pub listeners: Vec<ListenerConnections>,
+    /// Connection warnings (head-pending pile-up, open files near their limit) not logged because of the
+    /// rate limit.
+    pub warnings_suppressed: u64,
+}
+
+/// The connections of one listener.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ListenerConnections {
+    /// The listener's name: its local address (`127.0.0.1:3000`) unless one was given.
+    pub listener: String,
+    /// Connections open now.
+    pub open: u64,
+    /// The most connections open at once.
+    pub peak_open: u64,
+    /// Connections accepted in total.
+    pub accepted_total: u64,
+    /// Open connections whose first request head is not complete yet.
+    pub head_pending: u64,
+    /// How long the `head_pending` connections have been open.
+    pub head_pending_age: HeadPendingAges,
+    /// Time from accept to the end of the first request head, for the heads that completed.
+    pub head_read: HeadReadTimes,
+    /// Connections ended, by reason.
+    pub closed: ClosedConnections,
+}
+
+/// The ages of the connections still sending their first request head, milliseconds; zero when none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct HeadPendingAges {
+    /// The oldest.
+    pub oldest_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// Time from accept to a complete first request head, milliseconds (percentiles: the top of a bin at most
+/// 25% wide, never above `max_ms`); zero when `count` is zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct HeadReadTimes {
+    /// Heads completed.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+    /// Sum of all, for a mean.
+    pub sum_ms: f64,
+}
+
+/// Connections ended, by reason (see [`crate::connections`] for how each is told apart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ClosedConnections {
+    /// After a complete first head, closed by the client.
+    pub client_closed: u64,
+    /// After a complete first head, closed by the server (keep-alive idle timeout, `Connection: close`,
+    /// shutdown).
+    pub server_closed: u64,
+    /// Closed by the server, without answering, while the first head was incomplete: a header read timeout.
+    pub head_timeout: u64,
+    /// Closed by the client after part of a first head.
+    pub head_abandoned: u64,
+    /// Answered by the HTTP server (431, 414, 400) and closed before the first head was complete: refused
+    /// before any request reached the router.
+    pub refused: u64,
+    /// Closed by the client without sending a byte.
+    pub empty: u64,
 }

@@ -158,7 +158,10 @@ fn check_lines(text: &str, snapshot: &Snapshot) -> Vec<Sample> {
     }
     let summary = |count: u64| if count > 0 { 7 } else { 0 };
     // `process_resident_memory_bytes` where the resident memory is known (Linux).
-    let memory = usize::from(snapshot.process.resident_memory_bytes.is_some());
+    // `process_open_fds` and `process_max_fds`, where they are known (Linux) too.
+    let memory = usize::from(snapshot.process.resident_memory_bytes.is_some())
+        + usize::from(snapshot.process.open_fds.is_some())
+        + usize::from(snapshot.process.max_fds.is_some());
     let expected: usize = GLOBAL_SAMPLES
         + memory
         + snapshot

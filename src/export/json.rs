@@ -141,7 +141,10 @@ mod tests {
             process: crate::ProcessStats {
                 resident_memory_bytes: Some(50 << 20),
                 counting_allocator: true,
+                open_fds: Some(12),
+                max_fds: Some(1024),
             },
+            connections: Default::default(),
             #[cfg(feature = "cache")]
             caches: Vec::new(),
             #[cfg(feature = "query")]

@@ -29,6 +29,8 @@ use std::fmt::{self, Write};
 
 use crate::snapshot::{Percentiles, RouteStats, Snapshot};
 
+mod connections;
+
 const DURATION: &str = "http_server_request_duration_seconds";
 const ACTIVE: &str = "http_server_active_requests";
 const RESPONSES: &str = "perfscope_http_server_responses_total";
@@ -252,6 +254,10 @@ fn write_snapshot(out: &mut String, snapshot: &Snapshot) -> fmt::Result {
             "Resident memory size in bytes.",
             bytes,
         )?;
+    }
+    connections::write_process_files(out, &snapshot.process)?;
+    if !snapshot.connections.listeners.is_empty() {
+        connections::write_connections(out, &snapshot.connections)?;
     }
     #[cfg(feature = "cache")]
     if !snapshot.caches.is_empty() {
@@ -933,6 +939,7 @@ mod tests {
                 allocation_warnings_suppressed: 0,
             },
             process: crate::ProcessStats::default(),
+            connections: Default::default(),
             #[cfg(feature = "cache")]
             caches: Vec::new(),
             #[cfg(feature = "query")]

@@ -11,6 +11,7 @@ use tower_service::Service;
 use crate::context::RequestContext;
 use crate::monitor::body::ResponseBody;
 use crate::monitor::future::ResponseFuture;
+use crate::monitor::request_body::RequestBody;
 use crate::monitor::route_entry::RouteEntry;
 use crate::monitor::state::MonitorState;
 use crate::monitor::tracker::Tracker;
@@ -106,7 +107,7 @@ impl<S> Monitor<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Monitor<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
     ResBody: http_body::Body,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -131,6 +132,7 @@ where
                     RouteLookup::Unknown => {}
                 }
             }
+            let request = request.map(|body| RequestBody::new(body, context.clone()));
             let inner = context.enter(|| self.inner.call(request));
             return ResponseFuture::new(context.run(inner, None), None);
         }
@@ -172,6 +174,7 @@ where
         } else {
             request
         };
+        let request = request.map(|body| RequestBody::new(body, context.clone()));
         let tracker = Tracker::new(state.clone(), context.clone(), timing_headers);
         let span = context.enabled_request_span();
         #[cfg(feature = "alloc")]

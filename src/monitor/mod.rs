@@ -8,7 +8,9 @@
 //! latency the percentiles describe). Event streams (`text/event-stream`) and protocol upgrades (101) go to a
 //! separate stream series, so a five-minute stream does not turn a route's p99 into five minutes. Each request
 //! ends with one outcome: `ok | client_error | server_error | cancelled | aborted | panic | timeout`; a drop
-//! guard records requests whose future or body was dropped early, so gauges stay balanced.
+//! guard records requests whose future or body was dropped early, so gauges stay balanced. A request whose
+//! body could not be read to its end because the client left (end of file before the announced length, a
+//! reset) is `cancelled`, whatever status the handler made of the failed read: see [`RequestBody`].
 //!
 //! # Route labels
 //! The route label is axum's `MatchedPath` template (`/api/products/{id}`), never the raw path. Requests that
@@ -32,6 +34,7 @@ pub(crate) mod histogram;
 mod layer;
 mod live;
 pub(crate) mod registry;
+mod request_body;
 pub(crate) mod route_entry;
 mod slow;
 pub(crate) mod state;
@@ -42,6 +45,7 @@ pub use crate::header_policy::HeaderPolicy;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::{Monitor, MonitorLayer};
+pub use request_body::RequestBody;
 pub use route_entry::Outcome;
 
 #[doc(hidden)]

@@ -181,8 +181,12 @@ impl Tracker {
             return;
         }
         self.done = true;
+        // A client that left mid-body never gets the response, whatever status the handler made of the
+        // failed read.
         let outcome = if self.context.panicked() {
             Outcome::Panic
+        } else if self.context.client_gone() {
+            Outcome::Cancelled
         } else {
             outcome
         };
