@@ -208,7 +208,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Our own accept loop (module `server`): hyper's connection with a header-read timeout and a connection limit,
     // which `axum::serve` does not set. It gives each request its peer address, which the loopback-only admin
     // mode and the login limiter need.
-    server::serve(listener, app, limits, shutdown_signal()).await;
+    // perfscope's view of the connections (snapshot `connections`, the dashboard, Prometheus): it sees an attack
+    // of half-sent heads that never becomes a request.
+    let tracker = perf.connections("public");
+    server::serve(listener, app, limits, tracker, shutdown_signal()).await;
 
     tracing::info!("shutting down");
     fleet.shutdown().await;

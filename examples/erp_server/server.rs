@@ -113,6 +113,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tracker: perfscope::connections::ConnectionTracker,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
@@ -156,10 +157,12 @@ pub(crate) async fn serve(
             }
             continue;
         };
-        // The place for per-connection accounting: one accepted, admitted connection, with its peer address.
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
         }
+        // perfscope counts the connection from here: open, still sending its head, and how it ends (a header
+        // timeout, refused by hyper before the router, abandoned by the client).
+        let stream = tracker.track(stream);
         tokio::spawn(serve_connection(
             Arc::clone(&http),
             stream,
@@ -187,7 +190,7 @@ pub(crate) async fn serve(
 /// Serves one connection until the client closes it, a timeout or limit closes it, or shutdown drains it.
 async fn serve_connection(
     http: Arc<http1::Builder>,
-    stream: TcpStream,
+    stream: perfscope::connections::TrackedIo<TcpStream>,
     peer: SocketAddr,
     app: Router,
     mut stopping: watch::Receiver<bool>,
