@@ -210,7 +210,8 @@ impl Analyzer {
     pub(crate) fn new(config: QueryConfig) -> Self {
         let limits = config.limits;
         Analyzer {
-            memo: FingerprintMemo::new(limits.raw_statements, limits.fingerprints),
+            memo: FingerprintMemo::new(limits.raw_statements, limits.fingerprints)
+                .with_tag_keys(&config.tag_keys),
             config,
             routes: RwLock::new(HashMap::new()),
             findings: Mutex::new(FindingStore::default()),

@@ -373,8 +373,8 @@ const TEMPLATES: &[(Template, bool, bool)] = &[
     ),
 ];
 
-/// Statements across the four dialects (generic standing for MSSQL-flavoured SQL), each with the canaries
-/// planted in it.
+/// Statements across the five dialects (the MSSQL-flavoured ones in both generic and T-SQL), each with the
+/// canaries planted in it.
 pub fn canary_corpus() -> Vec<(Dialect, String, Vec<String>)> {
     let mut corpus = Vec::new();
     for i in 0..16 {
@@ -387,6 +387,9 @@ pub fn canary_corpus() -> Vec<(Dialect, String, Vec<String>)> {
             }
             if *numeric {
                 canaries.push(n);
+            }
+            if dialect == Dialect::Generic {
+                corpus.push((Dialect::TSql, sql.clone(), canaries.clone()));
             }
             corpus.push((dialect, sql, canaries));
         }
