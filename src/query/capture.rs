@@ -9,9 +9,10 @@ use tokio::time::Instant;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Metadata, Subscriber};
-use tracing_subscriber::filter::Filtered;
+use tracing_subscriber::filter::{Filtered, LevelFilter};
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::analyzer::Analyzer;
 use super::log::QueryLog;
@@ -61,6 +62,8 @@ pub(crate) struct QueryFacts {
     pub(crate) rows_returned: Option<u64>,
     pub(crate) rows_affected: Option<u64>,
     pub(crate) params: Option<u64>,
+    /// The call site (0: directly in the request).
+    pub(crate) site: u64,
 }
 
 impl QueryRecorder {
@@ -221,7 +224,7 @@ fn push(context: &RequestContext, log: &QueryLog, fingerprint: FingerprintId, fa
         rows_returned: facts.rows_returned,
         rows_affected: facts.rows_affected,
         params: facts.params,
-        site: 0,
+        site: facts.site,
     });
 }
 
@@ -306,11 +309,27 @@ impl Drop for QueryTimer {
 /// request on the example's 1-query route). Work spawned from a handler is then attributed only when it runs in
 /// [`RequestContext::scope`], not through `.in_current_span()`. Keep the default for SQLite, whose worker
 /// threads know the request only through the span.
+///
+/// ## Call sites
+///
+/// Each query gets a call site ([`QueryRecord::site`]): a hash of the name, target, file and line of the
+/// application's spans around sqlx's event (an `#[instrument]`ed function, an `info_span!`), from the innermost
+/// up to the request span, at most 8 of them; perfscope's and sqlx's own spans are left out. A query run
+/// directly in the handler, with no span of its own, has site 0. The detector groups repeats by statement and
+/// site, so an auth middleware's lookup in its own `#[instrument]`ed function and the handler's lookup of the
+/// same user are two call sites, not a loop. The layer's filter turns on the spans it reads for this: those at
+/// [`call_site_level`](Self::call_site_level) or above (default `INFO`, the level of `#[instrument]`), whatever
+/// the application's own filter says; the walk costs a few tens of nanoseconds per query and per span
+/// (`docs/benchmarks.md`) and allocates nothing.
 #[derive(Debug, Clone)]
 pub struct QueryCaptureLayer {
     recorder: QueryRecorder,
     request_span: bool,
+    site_level: LevelFilter,
 }
+
+/// Most application spans hashed into a call site (the innermost ones).
+const MAX_SITE_SPANS: usize = 8;
 
 impl QueryCaptureLayer {
     pub(crate) fn new(recorder: QueryRecorder) -> Self {
@@ -318,7 +337,31 @@ impl QueryCaptureLayer {
         QueryCaptureLayer {
             recorder,
             request_span: true,
+            site_level: LevelFilter::INFO,
         }
+    }
+
+    /// The least important level of the spans that make up a query's call site (default `INFO`). Spans at this
+    /// level or above are enabled for this layer, so the registry records them even when the application's
+    /// log filter would not; `LevelFilter::OFF` turns call sites off (every query's site is then 0, and only
+    /// the request span is enabled).
+    ///
+    /// ```
+    /// use tracing_subscriber::filter::LevelFilter;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// // DEBUG spans count too (the registry then records them for this layer).
+    /// let subscriber = tracing_subscriber::registry().with(
+    ///     perfscope::query::QueryCaptureLayer::from(&perf)
+    ///         .call_site_level(LevelFilter::DEBUG)
+    ///         .filtered(),
+    /// );
+    /// # drop(subscriber);
+    /// ```
+    pub fn call_site_level(mut self, level: LevelFilter) -> Self {
+        self.site_level = level;
+        self
     }
 
     /// This layer without the request span: for drivers that run queries on the request's own task (see
@@ -335,23 +378,104 @@ impl QueryCaptureLayer {
     {
         let filter = CaptureFilter {
             request_span: self.request_span,
+            site_level: self.site_level,
         };
         self.with_filter(filter)
     }
+
+    /// The query's call site: a hash of the application's spans between the event and the request span (0
+    /// when there are none). Walks the registry's parent links; allocates nothing.
+    fn call_site<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>) -> u64
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if self.site_level == LevelFilter::OFF {
+            return 0;
+        }
+        let Some(scope) = ctx.event_scope(event) else {
+            return 0;
+        };
+        let mut site = 0u64;
+        let mut spans = 0;
+        for span in scope {
+            let metadata = span.metadata();
+            let target = metadata.target();
+            if target == REQUEST_SPAN_TARGET {
+                break;
+            }
+            if is_driver_target(target) || metadata.level() > &self.site_level {
+                continue;
+            }
+            site = (site ^ span_site(metadata))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+            spans += 1;
+            if spans == MAX_SITE_SPANS {
+                break;
+            }
+        }
+        // 0 means "directly in the request": a site made of spans is never 0.
+        if spans > 0 && site == 0 { 1 } else { site }
+    }
 }
 
-/// The per-layer filter of [`QueryCaptureLayer`]: sqlx's query and pool events and (unless the layer goes
-/// without) perfscope's request spans, at any level up to `DEBUG`.
+impl From<&crate::Perfscope> for QueryCaptureLayer {
+    /// The capture layer of a handle, unfiltered (the same as
+    /// [`Perfscope::query_capture_layer`](crate::Perfscope::query_capture_layer) before
+    /// [`filtered`](QueryCaptureLayer::filtered)).
+    fn from(perf: &crate::Perfscope) -> Self {
+        QueryCaptureLayer::new(perf.query_recorder())
+    }
+}
+
+/// Spans of perfscope and of the drivers, which say nothing of the application's call site.
+fn is_driver_target(target: &str) -> bool {
+    [
+        "perfscope",
+        "sqlx",
+        "sea_orm",
+        "diesel",
+        "tokio_postgres",
+        "tiberius",
+    ]
+    .iter()
+    .any(|prefix| {
+        target
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+/// One span's part of a call site: its name, target, file and line, stable across processes and builds of
+/// the same code (unlike the callsite's address).
+fn span_site(metadata: &Metadata<'_>) -> u64 {
+    let name = xxh3_64_with_seed(
+        metadata.name().as_bytes(),
+        u64::from(metadata.line().unwrap_or(0)),
+    );
+    let target = xxh3_64(metadata.target().as_bytes());
+    let file = metadata.file().map_or(0, |file| xxh3_64(file.as_bytes()));
+    name ^ target.rotate_left(21) ^ file.rotate_left(42)
+}
+
+/// The per-layer filter of [`QueryCaptureLayer`]: sqlx's query and pool events, (unless the layer goes
+/// without) perfscope's request spans, at any level up to `DEBUG`, and the application's spans at the layer's
+/// [call-site level](QueryCaptureLayer::call_site_level) or above.
 #[derive(Debug, Clone, Copy)]
 pub struct CaptureFilter {
     request_span: bool,
+    site_level: LevelFilter,
 }
 
 impl CaptureFilter {
     fn wanted(&self, metadata: &Metadata<'_>) -> bool {
         let target = metadata.target();
         if metadata.is_span() {
-            self.request_span && target == REQUEST_SPAN_TARGET
+            if target == REQUEST_SPAN_TARGET {
+                return self.request_span;
+            }
+            // The application's spans, for call sites.
+            metadata.level() <= &self.site_level && !is_driver_target(target)
         } else {
             target == SQLX_QUERY_TARGET || target == SQLX_POOL_TARGET
         }
@@ -416,11 +540,12 @@ where
             duration: fields.elapsed.unwrap_or_default(),
             rows_returned: fields.rows_returned,
             rows_affected: fields.rows_affected,
-            params: None,
+            ..QueryFacts::default()
         };
         match (context, log, fields.fingerprint()) {
             (Some(context), Some(log), Some((info, values))) => {
                 facts.params = values;
+                facts.site = self.call_site(event, &ctx);
                 record_fingerprinted(context, log, &info, facts)
             }
             (context, _, _) => self.recorder.count_only(context, facts.duration),

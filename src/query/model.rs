@@ -147,8 +147,10 @@ pub struct QueryRecord {
     /// shows all its values (no bind parameter), the hash of its raw text. Equal values mean the same query
     /// ran again (a duplicate); `None` when the values are not known (sqlx's `$1` binds).
     pub params: Option<u64>,
-    /// A hash of the names of the spans between the request span and the query (0: directly in the request),
-    /// a cheap stand-in for the call site.
+    /// The call site: a hash of the application's spans between the request span and the query (their names,
+    /// targets, files and lines; see [`QueryCaptureLayer`](super::QueryCaptureLayer#call-sites)), or the site
+    /// given to the manual API; 0 directly in the request. Repeats of a statement from two sites are two
+    /// groups for the detector, never one loop.
     pub site: u64,
 }
 

@@ -10,6 +10,7 @@ mod fingerprint;
 mod loops;
 mod pathological;
 mod pipeline;
+mod sites;
 
 #[allow(dead_code)]
 #[path = "../monitor/alloc.rs"]
