@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::analyzer::Analyzer;
 use super::log::QueryLog;
-use super::model::{FingerprintId, FingerprintInfo, QueryRecord, StatementKind};
+use super::model::{Dialect, FingerprintId, FingerprintInfo, QueryRecord, StatementKind};
 use crate::context::RequestContext;
 use crate::context_layer::{self, REQUEST_SPAN_TARGET};
 
@@ -64,6 +64,11 @@ pub(crate) struct QueryFacts {
     pub(crate) params: Option<u64>,
     /// The call site (0: directly in the request).
     pub(crate) site: u64,
+    /// When it started, since the request started, when the caller knows; otherwise its end (when it is
+    /// recorded) minus its duration.
+    pub(crate) start: Option<Duration>,
+    /// The dialect to read it in, when not the configured one.
+    pub(crate) dialect: Option<Dialect>,
 }
 
 impl QueryRecorder {
@@ -116,6 +121,41 @@ impl QueryRecorder {
         self.record_facts(RequestContext::current().as_ref(), sql, facts);
     }
 
+    /// Describes one query to record, with everything a driver may know about it: its start, duration, rows,
+    /// values, call site and dialect. Nothing is recorded until [`record`](QueryRecordBuilder::record) or
+    /// [`record_in`](QueryRecordBuilder::record_in).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use perfscope::query::Dialect;
+    ///
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// let recorder = perf.query_recorder();
+    /// # let context = perfscope::RequestContext::new(
+    /// #     perfscope::RequestId::generate(0),
+    /// #     perfscope::MethodLabel::of(&http::Method::GET),
+    /// #     tokio::time::Instant::now(),
+    /// #     0,
+    /// # );
+    /// // A statement run through tiberius, 3 ms into the request, from the orders repository.
+    /// recorder
+    ///     .query("SELECT TOP (@P1) [Id] FROM [Orders] WHERE [CustomerId] = @P2")
+    ///     .dialect(Dialect::TSql)
+    ///     .started_at(Duration::from_millis(3))
+    ///     .duration(Duration::from_micros(420))
+    ///     .rows_returned(20)
+    ///     .site_here()
+    ///     .record_in(&context);
+    /// assert_eq!(context.counters().queries, 1);
+    /// ```
+    pub fn query<'a>(&'a self, sql: &'a str) -> QueryRecordBuilder<'a> {
+        QueryRecordBuilder {
+            recorder: self,
+            sql,
+            facts: QueryFacts::default(),
+        }
+    }
+
     /// A guard that records `sql` when dropped, timed from now, in the request current now.
     pub fn time(&self, sql: &str) -> QueryTimer {
         let context = RequestContext::current();
@@ -142,7 +182,10 @@ impl QueryRecorder {
             // The request's log may belong to another handle's analyzer (one capture layer serves every
             // handle in the process): fingerprint with the analyzer that will read the fingerprint.
             (Some(context), Some(log)) => {
-                let (info, values) = log.analyzer().fingerprint_and_values(sql);
+                let (info, values) = match facts.dialect {
+                    Some(dialect) => log.analyzer().fingerprint_and_values_in(sql, dialect),
+                    None => log.analyzer().fingerprint_and_values(sql),
+                };
                 let facts = QueryFacts {
                     params: facts.params.or(values),
                     ..facts
@@ -216,16 +259,112 @@ fn record_fingerprinted(
 
 /// Adds one query to `log`, timed against `context`'s start.
 fn push(context: &RequestContext, log: &QueryLog, fingerprint: FingerprintId, facts: QueryFacts) {
-    let end = context.elapsed();
+    let start = facts
+        .start
+        .unwrap_or_else(|| context.elapsed().saturating_sub(facts.duration));
     log.push(QueryRecord {
         fingerprint,
-        start: end.saturating_sub(facts.duration),
+        start,
         duration: facts.duration,
         rows_returned: facts.rows_returned,
         rows_affected: facts.rows_affected,
         params: facts.params,
         site: facts.site,
     });
+}
+
+/// One query to record, described piece by piece; from [`QueryRecorder::query`]. Every setter is optional: a
+/// query recorded with none has a zero duration, unknown rows and values, site 0 (directly in the request) and
+/// the configured dialect. Its `Debug` shows no statement text.
+#[must_use = "the query is recorded only by `record` or `record_in`"]
+pub struct QueryRecordBuilder<'a> {
+    recorder: &'a QueryRecorder,
+    sql: &'a str,
+    facts: QueryFacts,
+}
+
+impl QueryRecordBuilder<'_> {
+    /// How long the query took (default zero).
+    pub fn duration(mut self, duration: Duration) -> Self {
+        self.facts.duration = duration;
+        self
+    }
+
+    /// When the query started, as an offset from the start of its request
+    /// ([`RequestContext::elapsed`] when it started). Without it the start is taken as the time of recording
+    /// minus the duration, which is right for a query recorded as soon as it ends.
+    pub fn started_at(mut self, offset: Duration) -> Self {
+        self.facts.start = Some(offset);
+        self
+    }
+
+    /// Rows the query returned.
+    pub fn rows_returned(mut self, rows: u64) -> Self {
+        self.facts.rows_returned = Some(rows);
+        self
+    }
+
+    /// Rows the query wrote (ignored for a `SELECT`, where SQLite reports a stale figure).
+    pub fn rows_affected(mut self, rows: u64) -> Self {
+        self.facts.rows_affected = Some(rows);
+        self
+    }
+
+    /// A hash of the bind values (hash them yourself; perfscope never sees them): equal hashes mean the same
+    /// query ran again (a duplicate), different ones an N+1, as with
+    /// [`QueryRecorder::record_with_params`].
+    pub fn params_hash(mut self, hash: u64) -> Self {
+        self.facts.params = Some(hash);
+        self
+    }
+
+    /// The call site, any value that identifies the code that ran the query (0, the default, stands for
+    /// "directly in the request"). Repeats of a statement from different sites are never one loop.
+    pub fn site(mut self, site: u64) -> Self {
+        self.facts.site = site;
+        self
+    }
+
+    /// The call site of the code that calls this method: its file, line and column, hashed.
+    #[track_caller]
+    pub fn site_here(self) -> Self {
+        let location = std::panic::Location::caller();
+        let line = (u64::from(location.line()) << 32) | u64::from(location.column());
+        let site = xxh3_64_with_seed(location.file().as_bytes(), line).max(1);
+        self.site(site)
+    }
+
+    /// The dialect this statement is read in, instead of the configured one (a second database behind the
+    /// same application, such as SQL Server through tiberius beside PostgreSQL through sqlx).
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.facts.dialect = Some(dialect);
+        self
+    }
+
+    /// Records the query in the current request ([`RequestContext::current`]), or as unattributed outside
+    /// one.
+    pub fn record(self) {
+        self.recorder
+            .record_facts(RequestContext::current().as_ref(), self.sql, self.facts);
+    }
+
+    /// Records the query in `context`'s request (for code that holds the context, on any thread).
+    pub fn record_in(self, context: &RequestContext) {
+        self.recorder
+            .record_facts(Some(context), self.sql, self.facts);
+    }
+}
+
+impl std::fmt::Debug for QueryRecordBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryRecordBuilder")
+            .field("duration", &self.facts.duration)
+            .field("rows_returned", &self.facts.rows_returned)
+            .field("rows_affected", &self.facts.rows_affected)
+            .field("site", &self.facts.site)
+            .field("dialect", &self.facts.dialect)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Times one query; records it when dropped. From [`QueryRecorder::time`].

@@ -37,8 +37,8 @@ mod report;
 
 pub use assert::{BudgetViolation, QueryBudget};
 pub use capture::{
-    CaptureFilter, QueryCaptureLayer, QueryRecorder, QueryTimer, SQLX_POOL_TARGET,
-    SQLX_QUERY_TARGET,
+    CaptureFilter, QueryCaptureLayer, QueryRecordBuilder, QueryRecorder, QueryTimer,
+    SQLX_POOL_TARGET, SQLX_QUERY_TARGET,
 };
 pub use config::QueryConfig;
 #[doc(hidden)]

@@ -1065,7 +1065,10 @@ fn no_canary_survives_normalization() {
     for (dialect, sql, canaries) in &corpus {
         assert!(!canaries.is_empty(), "{sql}");
         let n = normalize(sql, *dialect);
-        let everything = format!("{} {:?}", n.text, n.tags);
+        // Every public type that holds the statement or its tags, printed whole.
+        let memo = perfscope::query::FingerprintMemo::default();
+        let info = memo.fingerprint(sql, *dialect);
+        let everything = format!("{} {n:?} {info:?} {memo:?}", n.text);
         for canary in canaries {
             assert!(
                 sql.contains(canary.as_str()),

@@ -8,6 +8,7 @@ mod capture;
 mod corpus;
 mod fingerprint;
 mod loops;
+mod manual;
 mod pathological;
 mod pipeline;
 mod sites;
