@@ -458,8 +458,8 @@ impl Drop for QueryTimer {
 /// site, so an auth middleware's lookup in its own `#[instrument]`ed function and the handler's lookup of the
 /// same user are two call sites, not a loop. The layer's filter turns on the spans it reads for this: those at
 /// [`call_site_level`](Self::call_site_level) or above (default `INFO`, the level of `#[instrument]`), whatever
-/// the application's own filter says; the walk costs a few tens of nanoseconds per query and per span
-/// (`docs/benchmarks.md`) and allocates nothing.
+/// the application's own filter says. The site is hashed in the same walk up the spans that finds the request,
+/// which allocates nothing; it adds a few tens of nanoseconds per query (`docs/benchmarks.md`).
 #[derive(Debug, Clone)]
 pub struct QueryCaptureLayer {
     recorder: QueryRecorder,
@@ -522,39 +522,48 @@ impl QueryCaptureLayer {
         self.with_filter(filter)
     }
 
-    /// The query's call site: a hash of the application's spans between the event and the request span (0
-    /// when there are none). Walks the registry's parent links; allocates nothing.
-    fn call_site<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>) -> u64
+    /// The request's context and the query's call site, in one walk up from the event's span: the site is a
+    /// hash of the application's spans met before the request span (0 when there are none), and the context is
+    /// the request span's. Walks the registry's parent links; allocates nothing.
+    fn context_and_site<S>(
+        &self,
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+    ) -> (Option<RequestContext>, u64)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        if self.site_level == LevelFilter::OFF {
-            return 0;
-        }
         let Some(scope) = ctx.event_scope(event) else {
-            return 0;
+            return (None, 0);
         };
         let mut site = 0u64;
         let mut spans = 0;
+        let mut context = None;
         for span in scope {
             let metadata = span.metadata();
             let target = metadata.target();
             if target == REQUEST_SPAN_TARGET {
-                break;
+                // Only request spans carry a context (see `context_layer::attach_context`).
+                context = span.extensions().get::<RequestContext>().cloned();
+                if context.is_some() {
+                    break;
+                }
+                continue;
             }
-            if is_driver_target(target) || metadata.level() > &self.site_level {
+            if spans == MAX_SITE_SPANS
+                || metadata.level() > &self.site_level
+                || is_driver_target(target)
+            {
                 continue;
             }
             site = (site ^ span_site(metadata))
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15)
                 .rotate_left(29);
             spans += 1;
-            if spans == MAX_SITE_SPANS {
-                break;
-            }
         }
         // 0 means "directly in the request": a site made of spans is never 0.
-        if spans > 0 && site == 0 { 1 } else { site }
+        let site = if spans > 0 && site == 0 { 1 } else { site };
+        (context, site)
     }
 }
 
@@ -656,10 +665,8 @@ where
         if !is_query && target != SQLX_POOL_TARGET {
             return;
         }
-        let context = ctx
-            .event_span(event)
-            .and_then(|span| RequestContext::from_span(&span))
-            .or_else(RequestContext::current_task);
+        let (context, site) = self.context_and_site(event, &ctx);
+        let context = context.or_else(RequestContext::current_task);
         if !is_query {
             let mut fields = SqlxFields::default();
             event.record(&mut fields);
@@ -684,7 +691,7 @@ where
         match (context, log, fields.fingerprint()) {
             (Some(context), Some(log), Some((info, values))) => {
                 facts.params = values;
-                facts.site = self.call_site(event, &ctx);
+                facts.site = site;
                 record_fingerprinted(context, log, &info, facts)
             }
             (context, _, _) => self.recorder.count_only(context, facts.duration),
