@@ -18,9 +18,16 @@
 //!     query (same target, level and fields), which isolates the capture layer's own cost from the database
 //!     round trip (a worker-thread hand-off, most of the query's time here).
 //!
+//!   - `sqlx_event_sites/{off,on}/{0,3}_spans`: the captured event again, each variant under a subscriber of
+//!     its own (a scoped default, so all four run in one process): call sites off
+//!     (`call_site_level(LevelFilter::OFF)`, what every query paid before call sites) or on (the default),
+//!     with the event directly in the request span or under three `INFO` application spans (an
+//!     `#[instrument]`ed handler, service and repository function). The difference is the call-site walk's
+//!     cost per query.
+//!
 //! The bare figures are measured first: the subscriber, once global, stays for the rest of the process.
 //!
-//! Run: `CARGO_TARGET_DIR=/root/.cache/perfscope/target-bench cargo bench --bench query`.
+//! Run: `CARGO_TARGET_DIR=/root/.cache/perfscope/target cargo bench --bench query`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -161,6 +168,33 @@ fn bench_capture(c: &mut Criterion) {
         b.iter(|| black_box(runtime.block_on(query(&pool).instrument(span.clone()))))
     });
     group.bench_function("sqlx_event_captured", |b| b.iter(|| span.in_scope(event)));
+
+    for (variant, level) in [
+        ("off", tracing_subscriber::filter::LevelFilter::OFF),
+        ("on", tracing_subscriber::filter::LevelFilter::INFO),
+    ] {
+        let subscriber = tracing_subscriber::registry().with(
+            perfscope::query::QueryCaptureLayer::from(&perf)
+                .call_site_level(level)
+                .filtered(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let request = context.request_span();
+            let _request = request.enter();
+            group.bench_function(format!("sqlx_event_sites/{variant}/0_spans"), |b| {
+                b.iter(event)
+            });
+            let handler = tracing::info_span!("handler");
+            let _handler = handler.enter();
+            let service = tracing::info_span!("service");
+            let _service = service.enter();
+            let repository = tracing::info_span!("repository");
+            let _repository = repository.enter();
+            group.bench_function(format!("sqlx_event_sites/{variant}/3_spans"), |b| {
+                b.iter(event)
+            });
+        });
+    }
     group.finish();
     assert!(
         context.counters().queries > 1000,

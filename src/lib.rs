@@ -443,9 +443,10 @@ impl Perfscope {
         query::QueryRecorder::new(self.inner.query.clone())
     }
 
-    /// The queries of the request with ID `request_id`, once it is settled (its response body finished and
-    /// every query reported); waits up to a second for that. `None` if it was not seen or is no longer
-    /// among the most recent requests ([`query::QueryConfig::recent_requests`]).
+    /// The queries of the request with ID `request_id`, once it is settled (see
+    /// [`request_queries_now`](Self::request_queries_now) for when that is); waits up to a second for that,
+    /// polling every 5 ms on the tokio runtime. `None` if it was not seen or is no longer among the most recent
+    /// requests ([`query::QueryConfig::recent_requests`]).
     #[cfg(feature = "query")]
     pub async fn request_queries(&self, request_id: &str) -> Option<query::RequestReport> {
         for _ in 0..200 {
@@ -455,6 +456,47 @@ impl Perfscope {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         None
+    }
+
+    /// The report of the request with ID `request_id` if it is settled now, without waiting and without a
+    /// runtime; `None` if it is not settled yet, was never seen, or is no longer among the most recent requests
+    /// ([`query::QueryConfig::recent_requests`]).
+    ///
+    /// A request settles, synchronously on the thread that lets go last, when the last clone of its
+    /// [`RequestContext`] is dropped: the response body has ended (or was dropped), and every other holder has
+    /// let go: the request span (so every span clone, including the one sqlx's SQLite worker holds until it has
+    /// reported the query it runs), tasks spawned with [`RequestContext::scope`] or `.in_current_span()`, and
+    /// contexts a caller kept (such as one passed to [`query::QueryRecordBuilder::record_in`]). Once the body
+    /// is read to its end on PostgreSQL, or a context made by hand is dropped, the report is there; on SQLite
+    /// after an error or an early-dropped stream, the worker may report a moment later (use
+    /// [`request_queries`](Self::request_queries), which waits).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// let context = perfscope::RequestContext::new(
+    ///     perfscope::RequestId::generate(0),
+    ///     perfscope::MethodLabel::of(&http::Method::GET),
+    ///     tokio::time::Instant::now(),
+    ///     0,
+    /// );
+    /// let id = context.request_id().as_str().to_owned();
+    /// perf.query_recorder()
+    ///     .query("SELECT name FROM users WHERE id = $1")
+    ///     .duration(Duration::from_micros(300))
+    ///     .rows_returned(1)
+    ///     .record_in(&context);
+    /// assert!(perf.request_queries_now(&id).is_none(), "not settled while the context lives");
+    /// drop(context);
+    /// assert_eq!(perf.request_queries_now(&id).expect("settled").count, 1);
+    /// ```
+    #[cfg(feature = "query")]
+    pub fn request_queries_now(&self, request_id: &str) -> Option<query::RequestReport> {
+        self.inner
+            .query
+            .request(request_id)
+            .map(|report| (*report).clone())
     }
 
     /// The most recently settled request on `method` `route` (a route template such as

@@ -14,7 +14,7 @@ use super::config::{Limits, QueryConfig};
 use super::detect::{self, Finding, FindingKind, RouteBaseline};
 use super::histogram::CountHistogram;
 use super::memo::FingerprintMemo;
-use super::model::{FingerprintId, FingerprintInfo, RequestQueries};
+use super::model::{Dialect, FingerprintId, FingerprintInfo, RequestQueries};
 use super::parse;
 use super::report::{
     FindingSummary, FingerprintStats, QueryStatsSnapshot, RequestReport, RouteQueryStats,
@@ -210,7 +210,8 @@ impl Analyzer {
     pub(crate) fn new(config: QueryConfig) -> Self {
         let limits = config.limits;
         Analyzer {
-            memo: FingerprintMemo::new(limits.raw_statements, limits.fingerprints),
+            memo: FingerprintMemo::new(limits.raw_statements, limits.fingerprints)
+                .with_tag_keys(&config.tag_keys),
             config,
             routes: RwLock::new(HashMap::new()),
             findings: Mutex::new(FindingStore::default()),
@@ -231,6 +232,15 @@ impl Analyzer {
     #[inline]
     pub(crate) fn fingerprint_and_values(&self, sql: &str) -> (Arc<FingerprintInfo>, Option<u64>) {
         self.memo.fingerprint_and_values(sql, self.config.dialect)
+    }
+
+    /// [`fingerprint_and_values`](Self::fingerprint_and_values) in another dialect than the configured one.
+    pub(crate) fn fingerprint_and_values_in(
+        &self,
+        sql: &str,
+        dialect: Dialect,
+    ) -> (Arc<FingerprintInfo>, Option<u64>) {
+        self.memo.fingerprint_and_values(sql, dialect)
     }
 
     /// What is known about `id`, if it is still remembered.

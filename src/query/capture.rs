@@ -9,13 +9,14 @@ use tokio::time::Instant;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Event, Metadata, Subscriber};
-use tracing_subscriber::filter::Filtered;
+use tracing_subscriber::filter::{Filtered, LevelFilter};
 use tracing_subscriber::layer::{Context, Filter, Layer};
 use tracing_subscriber::registry::LookupSpan;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::analyzer::Analyzer;
 use super::log::QueryLog;
-use super::model::{FingerprintId, FingerprintInfo, QueryRecord, StatementKind};
+use super::model::{Dialect, FingerprintId, FingerprintInfo, QueryRecord, StatementKind};
 use crate::context::RequestContext;
 use crate::context_layer::{self, REQUEST_SPAN_TARGET};
 
@@ -61,6 +62,13 @@ pub(crate) struct QueryFacts {
     pub(crate) rows_returned: Option<u64>,
     pub(crate) rows_affected: Option<u64>,
     pub(crate) params: Option<u64>,
+    /// The call site (0: directly in the request).
+    pub(crate) site: u64,
+    /// When it started, since the request started, when the caller knows; otherwise its end (when it is
+    /// recorded) minus its duration.
+    pub(crate) start: Option<Duration>,
+    /// The dialect to read it in, when not the configured one.
+    pub(crate) dialect: Option<Dialect>,
 }
 
 impl QueryRecorder {
@@ -113,6 +121,41 @@ impl QueryRecorder {
         self.record_facts(RequestContext::current().as_ref(), sql, facts);
     }
 
+    /// Describes one query to record, with everything a driver may know about it: its start, duration, rows,
+    /// values, call site and dialect. Nothing is recorded until [`record`](QueryRecordBuilder::record) or
+    /// [`record_in`](QueryRecordBuilder::record_in).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use perfscope::query::Dialect;
+    ///
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// let recorder = perf.query_recorder();
+    /// # let context = perfscope::RequestContext::new(
+    /// #     perfscope::RequestId::generate(0),
+    /// #     perfscope::MethodLabel::of(&http::Method::GET),
+    /// #     tokio::time::Instant::now(),
+    /// #     0,
+    /// # );
+    /// // A statement run through tiberius, 3 ms into the request, from the orders repository.
+    /// recorder
+    ///     .query("SELECT TOP (@P1) [Id] FROM [Orders] WHERE [CustomerId] = @P2")
+    ///     .dialect(Dialect::TSql)
+    ///     .started_at(Duration::from_millis(3))
+    ///     .duration(Duration::from_micros(420))
+    ///     .rows_returned(20)
+    ///     .site_here()
+    ///     .record_in(&context);
+    /// assert_eq!(context.counters().queries, 1);
+    /// ```
+    pub fn query<'a>(&'a self, sql: &'a str) -> QueryRecordBuilder<'a> {
+        QueryRecordBuilder {
+            recorder: self,
+            sql,
+            facts: QueryFacts::default(),
+        }
+    }
+
     /// A guard that records `sql` when dropped, timed from now, in the request current now.
     pub fn time(&self, sql: &str) -> QueryTimer {
         let context = RequestContext::current();
@@ -139,7 +182,10 @@ impl QueryRecorder {
             // The request's log may belong to another handle's analyzer (one capture layer serves every
             // handle in the process): fingerprint with the analyzer that will read the fingerprint.
             (Some(context), Some(log)) => {
-                let (info, values) = log.analyzer().fingerprint_and_values(sql);
+                let (info, values) = match facts.dialect {
+                    Some(dialect) => log.analyzer().fingerprint_and_values_in(sql, dialect),
+                    None => log.analyzer().fingerprint_and_values(sql),
+                };
                 let facts = QueryFacts {
                     params: facts.params.or(values),
                     ..facts
@@ -213,16 +259,112 @@ fn record_fingerprinted(
 
 /// Adds one query to `log`, timed against `context`'s start.
 fn push(context: &RequestContext, log: &QueryLog, fingerprint: FingerprintId, facts: QueryFacts) {
-    let end = context.elapsed();
+    let start = facts
+        .start
+        .unwrap_or_else(|| context.elapsed().saturating_sub(facts.duration));
     log.push(QueryRecord {
         fingerprint,
-        start: end.saturating_sub(facts.duration),
+        start,
         duration: facts.duration,
         rows_returned: facts.rows_returned,
         rows_affected: facts.rows_affected,
         params: facts.params,
-        site: 0,
+        site: facts.site,
     });
+}
+
+/// One query to record, described piece by piece; from [`QueryRecorder::query`]. Every setter is optional: a
+/// query recorded with none has a zero duration, unknown rows and values, site 0 (directly in the request) and
+/// the configured dialect. Its `Debug` shows no statement text.
+#[must_use = "the query is recorded only by `record` or `record_in`"]
+pub struct QueryRecordBuilder<'a> {
+    recorder: &'a QueryRecorder,
+    sql: &'a str,
+    facts: QueryFacts,
+}
+
+impl QueryRecordBuilder<'_> {
+    /// How long the query took (default zero).
+    pub fn duration(mut self, duration: Duration) -> Self {
+        self.facts.duration = duration;
+        self
+    }
+
+    /// When the query started, as an offset from the start of its request
+    /// ([`RequestContext::elapsed`] when it started). Without it the start is taken as the time of recording
+    /// minus the duration, which is right for a query recorded as soon as it ends.
+    pub fn started_at(mut self, offset: Duration) -> Self {
+        self.facts.start = Some(offset);
+        self
+    }
+
+    /// Rows the query returned.
+    pub fn rows_returned(mut self, rows: u64) -> Self {
+        self.facts.rows_returned = Some(rows);
+        self
+    }
+
+    /// Rows the query wrote (ignored for a `SELECT`, where SQLite reports a stale figure).
+    pub fn rows_affected(mut self, rows: u64) -> Self {
+        self.facts.rows_affected = Some(rows);
+        self
+    }
+
+    /// A hash of the bind values (hash them yourself; perfscope never sees them): equal hashes mean the same
+    /// query ran again (a duplicate), different ones an N+1, as with
+    /// [`QueryRecorder::record_with_params`].
+    pub fn params_hash(mut self, hash: u64) -> Self {
+        self.facts.params = Some(hash);
+        self
+    }
+
+    /// The call site, any value that identifies the code that ran the query (0, the default, stands for
+    /// "directly in the request"). Repeats of a statement from different sites are never one loop.
+    pub fn site(mut self, site: u64) -> Self {
+        self.facts.site = site;
+        self
+    }
+
+    /// The call site of the code that calls this method: its file, line and column, hashed.
+    #[track_caller]
+    pub fn site_here(self) -> Self {
+        let location = std::panic::Location::caller();
+        let line = (u64::from(location.line()) << 32) | u64::from(location.column());
+        let site = xxh3_64_with_seed(location.file().as_bytes(), line).max(1);
+        self.site(site)
+    }
+
+    /// The dialect this statement is read in, instead of the configured one (a second database behind the
+    /// same application, such as SQL Server through tiberius beside PostgreSQL through sqlx).
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.facts.dialect = Some(dialect);
+        self
+    }
+
+    /// Records the query in the current request ([`RequestContext::current`]), or as unattributed outside
+    /// one.
+    pub fn record(self) {
+        self.recorder
+            .record_facts(RequestContext::current().as_ref(), self.sql, self.facts);
+    }
+
+    /// Records the query in `context`'s request (for code that holds the context, on any thread).
+    pub fn record_in(self, context: &RequestContext) {
+        self.recorder
+            .record_facts(Some(context), self.sql, self.facts);
+    }
+}
+
+impl std::fmt::Debug for QueryRecordBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryRecordBuilder")
+            .field("duration", &self.facts.duration)
+            .field("rows_returned", &self.facts.rows_returned)
+            .field("rows_affected", &self.facts.rows_affected)
+            .field("site", &self.facts.site)
+            .field("dialect", &self.facts.dialect)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Times one query; records it when dropped. From [`QueryRecorder::time`].
@@ -306,11 +448,27 @@ impl Drop for QueryTimer {
 /// request on the example's 1-query route). Work spawned from a handler is then attributed only when it runs in
 /// [`RequestContext::scope`], not through `.in_current_span()`. Keep the default for SQLite, whose worker
 /// threads know the request only through the span.
+///
+/// ## Call sites
+///
+/// Each query gets a call site ([`QueryRecord::site`]): a hash of the name, target, file and line of the
+/// application's spans around sqlx's event (an `#[instrument]`ed function, an `info_span!`), from the innermost
+/// up to the request span, at most 8 of them; perfscope's and sqlx's own spans are left out. A query run
+/// directly in the handler, with no span of its own, has site 0. The detector groups repeats by statement and
+/// site, so an auth middleware's lookup in its own `#[instrument]`ed function and the handler's lookup of the
+/// same user are two call sites, not a loop. The layer's filter turns on the spans it reads for this: those at
+/// [`call_site_level`](Self::call_site_level) or above (default `INFO`, the level of `#[instrument]`), whatever
+/// the application's own filter says. The site is hashed in the same walk up the spans that finds the request,
+/// which allocates nothing; it adds a few tens of nanoseconds per query (`docs/benchmarks.md`).
 #[derive(Debug, Clone)]
 pub struct QueryCaptureLayer {
     recorder: QueryRecorder,
     request_span: bool,
+    site_level: LevelFilter,
 }
+
+/// Most application spans hashed into a call site (the innermost ones).
+const MAX_SITE_SPANS: usize = 8;
 
 impl QueryCaptureLayer {
     pub(crate) fn new(recorder: QueryRecorder) -> Self {
@@ -318,7 +476,31 @@ impl QueryCaptureLayer {
         QueryCaptureLayer {
             recorder,
             request_span: true,
+            site_level: LevelFilter::INFO,
         }
+    }
+
+    /// The least important level of the spans that make up a query's call site (default `INFO`). Spans at this
+    /// level or above are enabled for this layer, so the registry records them even when the application's
+    /// log filter would not; `LevelFilter::OFF` turns call sites off (every query's site is then 0, and only
+    /// the request span is enabled).
+    ///
+    /// ```
+    /// use tracing_subscriber::filter::LevelFilter;
+    /// use tracing_subscriber::prelude::*;
+    ///
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// // DEBUG spans count too (the registry then records them for this layer).
+    /// let subscriber = tracing_subscriber::registry().with(
+    ///     perfscope::query::QueryCaptureLayer::from(&perf)
+    ///         .call_site_level(LevelFilter::DEBUG)
+    ///         .filtered(),
+    /// );
+    /// # drop(subscriber);
+    /// ```
+    pub fn call_site_level(mut self, level: LevelFilter) -> Self {
+        self.site_level = level;
+        self
     }
 
     /// This layer without the request span: for drivers that run queries on the request's own task (see
@@ -335,23 +517,113 @@ impl QueryCaptureLayer {
     {
         let filter = CaptureFilter {
             request_span: self.request_span,
+            site_level: self.site_level,
         };
         self.with_filter(filter)
     }
+
+    /// The request's context and the query's call site, in one walk up from the event's span: the site is a
+    /// hash of the application's spans met before the request span (0 when there are none), and the context is
+    /// the request span's. Walks the registry's parent links; allocates nothing.
+    fn context_and_site<S>(
+        &self,
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+    ) -> (Option<RequestContext>, u64)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(scope) = ctx.event_scope(event) else {
+            return (None, 0);
+        };
+        let mut site = 0u64;
+        let mut spans = 0;
+        let mut context = None;
+        for span in scope {
+            let metadata = span.metadata();
+            let target = metadata.target();
+            if target == REQUEST_SPAN_TARGET {
+                // Only request spans carry a context (see `context_layer::attach_context`).
+                context = span.extensions().get::<RequestContext>().cloned();
+                if context.is_some() {
+                    break;
+                }
+                continue;
+            }
+            if spans == MAX_SITE_SPANS
+                || metadata.level() > &self.site_level
+                || is_driver_target(target)
+            {
+                continue;
+            }
+            site = (site ^ span_site(metadata))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+            spans += 1;
+        }
+        // 0 means "directly in the request": a site made of spans is never 0.
+        let site = if spans > 0 && site == 0 { 1 } else { site };
+        (context, site)
+    }
 }
 
-/// The per-layer filter of [`QueryCaptureLayer`]: sqlx's query and pool events and (unless the layer goes
-/// without) perfscope's request spans, at any level up to `DEBUG`.
+impl From<&crate::Perfscope> for QueryCaptureLayer {
+    /// The capture layer of a handle, unfiltered (the same as
+    /// [`Perfscope::query_capture_layer`](crate::Perfscope::query_capture_layer) before
+    /// [`filtered`](QueryCaptureLayer::filtered)).
+    fn from(perf: &crate::Perfscope) -> Self {
+        QueryCaptureLayer::new(perf.query_recorder())
+    }
+}
+
+/// Spans of perfscope and of the drivers, which say nothing of the application's call site.
+fn is_driver_target(target: &str) -> bool {
+    [
+        "perfscope",
+        "sqlx",
+        "sea_orm",
+        "diesel",
+        "tokio_postgres",
+        "tiberius",
+    ]
+    .iter()
+    .any(|prefix| {
+        target
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+/// One span's part of a call site: its name, target, file and line, stable across processes and builds of
+/// the same code (unlike the callsite's address).
+fn span_site(metadata: &Metadata<'_>) -> u64 {
+    let name = xxh3_64_with_seed(
+        metadata.name().as_bytes(),
+        u64::from(metadata.line().unwrap_or(0)),
+    );
+    let target = xxh3_64(metadata.target().as_bytes());
+    let file = metadata.file().map_or(0, |file| xxh3_64(file.as_bytes()));
+    name ^ target.rotate_left(21) ^ file.rotate_left(42)
+}
+
+/// The per-layer filter of [`QueryCaptureLayer`]: sqlx's query and pool events, (unless the layer goes
+/// without) perfscope's request spans, at any level up to `DEBUG`, and the application's spans at the layer's
+/// [call-site level](QueryCaptureLayer::call_site_level) or above.
 #[derive(Debug, Clone, Copy)]
 pub struct CaptureFilter {
     request_span: bool,
+    site_level: LevelFilter,
 }
 
 impl CaptureFilter {
     fn wanted(&self, metadata: &Metadata<'_>) -> bool {
         let target = metadata.target();
         if metadata.is_span() {
-            self.request_span && target == REQUEST_SPAN_TARGET
+            if target == REQUEST_SPAN_TARGET {
+                return self.request_span;
+            }
+            // The application's spans, for call sites.
+            metadata.level() <= &self.site_level && !is_driver_target(target)
         } else {
             target == SQLX_QUERY_TARGET || target == SQLX_POOL_TARGET
         }
@@ -393,10 +665,8 @@ where
         if !is_query && target != SQLX_POOL_TARGET {
             return;
         }
-        let context = ctx
-            .event_span(event)
-            .and_then(|span| RequestContext::from_span(&span))
-            .or_else(RequestContext::current_task);
+        let (context, site) = self.context_and_site(event, &ctx);
+        let context = context.or_else(RequestContext::current_task);
         if !is_query {
             let mut fields = SqlxFields::default();
             event.record(&mut fields);
@@ -416,11 +686,12 @@ where
             duration: fields.elapsed.unwrap_or_default(),
             rows_returned: fields.rows_returned,
             rows_affected: fields.rows_affected,
-            params: None,
+            ..QueryFacts::default()
         };
         match (context, log, fields.fingerprint()) {
             (Some(context), Some(log), Some((info, values))) => {
                 facts.params = values;
+                facts.site = site;
                 record_fingerprinted(context, log, &info, facts)
             }
             (context, _, _) => self.recorder.count_only(context, facts.duration),

@@ -20,6 +20,7 @@ pub struct QueryConfig {
     pub(crate) dialect: Dialect,
     pub(crate) detect: DetectConfig,
     pub(crate) limits: Limits,
+    pub(crate) tag_keys: Vec<String>,
 }
 
 /// The bounds that keep the analyzer's memory fixed whatever the application does.
@@ -62,6 +63,10 @@ impl Default for QueryConfig {
                 DetectConfig::default()
             },
             limits: Limits::default(),
+            tag_keys: super::DEFAULT_TAG_KEYS
+                .iter()
+                .map(|&k| k.to_owned())
+                .collect(),
         }
     }
 }
@@ -109,6 +114,30 @@ impl QueryConfig {
     /// Distinct findings kept (default 256; at least 8); the least recently seen is dropped first.
     pub fn max_findings(mut self, findings: usize) -> Self {
         self.limits.findings = findings.max(8);
+        self
+    }
+
+    /// The sqlcommenter keys whose pairs are kept with a statement ([`FingerprintInfo::tags`], default
+    /// [`DEFAULT_TAG_KEYS`]: `route`, `controller`, `action`, `framework`, `application`, `db_driver`; ASCII
+    /// case ignored). The pairs of any other key are dropped, key and value: a sqlcommenter comment may carry
+    /// whatever the caller put in it (a user name, an order number), and tags are kept in memory and printed.
+    ///
+    /// ```
+    /// use perfscope::query::{DEFAULT_TAG_KEYS, QueryConfig};
+    ///
+    /// // The defaults and a tenant tag the application writes itself.
+    /// let config = QueryConfig::default().tag_keys(DEFAULT_TAG_KEYS.iter().copied().chain(["tenant"]));
+    /// # drop(config);
+    /// ```
+    ///
+    /// [`FingerprintInfo::tags`]: super::FingerprintInfo::tags
+    /// [`DEFAULT_TAG_KEYS`]: super::DEFAULT_TAG_KEYS
+    pub fn tag_keys<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.tag_keys = keys.into_iter().map(Into::into).collect();
         self
     }
 

@@ -23,6 +23,7 @@ pub fn analyze_for_fuzzing(input: &str) {
         Dialect::PostgreSql,
         Dialect::MySql,
         Dialect::Sqlite,
+        Dialect::TSql,
     ] {
         let normalized = super::normalize(input, dialect);
         assert_eq!(

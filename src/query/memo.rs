@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::RwLock;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::fingerprint::{Normalized, normalize};
+use super::fingerprint::{DEFAULT_TAG_KEYS, Normalized, TagKeys, normalize_keeping};
 use super::model::{Dialect, FingerprintId, FingerprintInfo, StatementKind};
 
 /// Default bound on remembered statement texts (their hashes: the text itself is never kept).
@@ -87,6 +87,8 @@ pub struct FingerprintMemo {
     max_fingerprints: usize,
     evictions: AtomicU64,
     rounds: AtomicU64,
+    /// The sqlcommenter keys whose pairs are kept in [`FingerprintInfo::tags`].
+    tag_keys: Box<[Box<str>]>,
 }
 
 impl FingerprintMemo {
@@ -100,7 +102,27 @@ impl FingerprintMemo {
             max_fingerprints: max_fingerprints.max(1),
             evictions: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
+            tag_keys: DEFAULT_TAG_KEYS.iter().map(|&k| Box::from(k)).collect(),
         }
+    }
+
+    /// This memo keeping the sqlcommenter pairs of `keys` in [`FingerprintInfo::tags`] instead of
+    /// [`DEFAULT_TAG_KEYS`](super::DEFAULT_TAG_KEYS); the pairs of other keys are dropped.
+    ///
+    /// ```
+    /// use perfscope::query::{Dialect, FingerprintMemo};
+    ///
+    /// let memo = FingerprintMemo::default().with_tag_keys(["route", "tenant"]);
+    /// let info = memo.fingerprint("SELECT 1 /*tenant='acme',user='alice'*/", Dialect::Generic);
+    /// assert_eq!(info.tags, [("tenant".to_owned(), "acme".to_owned())]);
+    /// ```
+    pub fn with_tag_keys<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<str>,
+    {
+        self.tag_keys = keys.into_iter().map(|k| Box::from(k.as_ref())).collect();
+        self
     }
 
     /// The fingerprint of `sql` read in `dialect`: a map read when the statement was seen before, a
@@ -189,7 +211,7 @@ impl FingerprintMemo {
     /// Normalizes `sql` and finds or adds its fingerprint; also says whether the text shows all its values
     /// (read whole, no bind parameter).
     fn intern(&self, sql: &str, dialect: Dialect) -> (Arc<Entry>, bool) {
-        let normalized = normalize_or_placeholder(sql, dialect);
+        let normalized = normalize_or_placeholder(sql, dialect, TagKeys::Owned(&self.tag_keys));
         let values_in_text = !normalized.bound && !normalized.truncated;
         (self.intern_normalized(normalized, dialect), values_in_text)
     }
@@ -275,16 +297,18 @@ pub(crate) const UNNORMALIZABLE: &str = "/* statement perfscope could not normal
 
 /// [`normalize`], with any panic caught: the statement then gets the [`UNNORMALIZABLE`] fingerprint, and the
 /// query that ran it goes on (its request is not marked as panicked).
-fn normalize_or_placeholder(sql: &str, dialect: Dialect) -> Normalized {
+fn normalize_or_placeholder(sql: &str, dialect: Dialect, keys: TagKeys<'_>) -> Normalized {
     crate::panic_hook::caught(|| {
-        std::panic::catch_unwind(|| normalize(sql, dialect)).unwrap_or_else(|_| Normalized {
-            text: UNNORMALIZABLE.to_owned(),
-            id: FingerprintId(xxhash_rust::xxh3::xxh3_64(UNNORMALIZABLE.as_bytes())),
-            kind: StatementKind::Other,
-            tags: Vec::new(),
-            truncated: false,
-            // Nothing is known of its values.
-            bound: true,
+        std::panic::catch_unwind(|| normalize_keeping(sql, dialect, keys)).unwrap_or_else(|_| {
+            Normalized {
+                text: UNNORMALIZABLE.to_owned(),
+                id: FingerprintId(xxhash_rust::xxh3::xxh3_64(UNNORMALIZABLE.as_bytes())),
+                kind: StatementKind::Other,
+                tags: Vec::new(),
+                truncated: false,
+                // Nothing is known of its values.
+                bound: true,
+            }
         })
     })
 }
@@ -295,6 +319,7 @@ fn raw_key(sql: &str, dialect: Dialect) -> u64 {
         Dialect::PostgreSql => 0xbf58_476d_1ce4_e5b9,
         Dialect::MySql => 0x94d0_49bb_1331_11eb,
         Dialect::Sqlite => 0x2545_f491_4f6c_dd1d,
+        Dialect::TSql => 0x5851_f42d_4c95_7f2d,
     };
     xxh3_64_with_seed(sql.as_bytes(), seed)
 }

@@ -13,7 +13,10 @@ pub use model::{
     RequestQueries, StatementKind,
 };
 
-pub use fingerprint::{MAX_SCAN_LEN, MAX_TAG_LEN, MAX_TAGS, Normalized, normalize};
+pub use fingerprint::{
+    DEFAULT_TAG_KEYS, MAX_SCAN_LEN, MAX_TAG_LEN, MAX_TAGS, Normalized, normalize,
+    normalize_with_tag_keys,
+};
 pub use memo::{DEFAULT_MAX_FINGERPRINTS, DEFAULT_MAX_RAW, FingerprintMemo};
 pub use parse::{MAX_PARSE_LEN, RECURSION_LIMIT, enrich};
 
@@ -34,8 +37,8 @@ mod report;
 
 pub use assert::{BudgetViolation, QueryBudget};
 pub use capture::{
-    CaptureFilter, QueryCaptureLayer, QueryRecorder, QueryTimer, SQLX_POOL_TARGET,
-    SQLX_QUERY_TARGET,
+    CaptureFilter, QueryCaptureLayer, QueryRecordBuilder, QueryRecorder, QueryTimer,
+    SQLX_POOL_TARGET, SQLX_QUERY_TARGET,
 };
 pub use config::QueryConfig;
 #[doc(hidden)]

@@ -45,6 +45,10 @@ pub enum Dialect {
     MySql,
     /// SQLite: `?`, `?NNN`, `:name`, `@name`, `$name` placeholders.
     Sqlite,
+    /// Microsoft SQL Server's T-SQL (for drivers such as tiberius, through the manual API): `[…]` identifiers
+    /// (`]]` escapes `]`), `@p1` parameters, `N'…'` strings, `#temp` tables, nested block comments.
+    #[serde(rename = "tsql")]
+    TSql,
 }
 
 /// What kind of statement a fingerprint is, from its first keyword (and the parser, when it ran).
@@ -110,8 +114,10 @@ pub struct FingerprintInfo {
     pub kind: StatementKind,
     /// The dialect it was read in.
     pub dialect: Dialect,
-    /// sqlcommenter key/values from the statement's comments (values are not literals of the query; still
-    /// capped: at most 8 pairs of at most 64 bytes each).
+    /// sqlcommenter key/values from the statement's comments, only for the allowlisted keys
+    /// ([`QueryConfig::tag_keys`](super::QueryConfig::tag_keys)): values are not literals of the query, but a
+    /// caller may put anything in them, so other keys' pairs are dropped. At most 8 pairs of at most 64 bytes
+    /// each.
     pub tags: Vec<(String, String)>,
     /// The parser's findings; set once, after the first request that ran the statement has been answered.
     pub enrichment: OnceLock<Enrichment>,
@@ -141,8 +147,10 @@ pub struct QueryRecord {
     /// shows all its values (no bind parameter), the hash of its raw text. Equal values mean the same query
     /// ran again (a duplicate); `None` when the values are not known (sqlx's `$1` binds).
     pub params: Option<u64>,
-    /// A hash of the names of the spans between the request span and the query (0: directly in the request),
-    /// a cheap stand-in for the call site.
+    /// The call site: a hash of the application's spans between the request span and the query (their names,
+    /// targets, files and lines; see [`QueryCaptureLayer`](super::QueryCaptureLayer#call-sites)), or the site
+    /// given to the manual API; 0 directly in the request. Repeats of a statement from two sites are two
+    /// groups for the detector, never one loop.
     pub site: u64,
 }
 

@@ -10,7 +10,9 @@ use sqlparser::ast::{
     Select, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, Update,
     UpdateTableFromKind,
 };
-use sqlparser::dialect::{GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
+use sqlparser::dialect::{
+    GenericDialect, MsSqlDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect,
+};
 use sqlparser::parser::{Parser, ParserError};
 
 use super::model::{Dialect, Enrichment, FingerprintInfo, StatementKind};
@@ -75,6 +77,7 @@ fn parser_dialect(dialect: Dialect) -> &'static dyn sqlparser::dialect::Dialect 
         Dialect::MySql => &MySqlDialect {},
         Dialect::Sqlite => &SQLiteDialect {},
         Dialect::Generic => &GenericDialect {},
+        Dialect::TSql => &MsSqlDialect {},
     }
 }
 

@@ -8,8 +8,10 @@ mod capture;
 mod corpus;
 mod fingerprint;
 mod loops;
+mod manual;
 mod pathological;
 mod pipeline;
+mod sites;
 
 #[allow(dead_code)]
 #[path = "../monitor/alloc.rs"]

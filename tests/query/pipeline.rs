@@ -212,8 +212,11 @@ async fn no_literal_reaches_any_export() {
         Dialect::MySql,
         Dialect::Sqlite,
         Dialect::Generic,
+        Dialect::TSql,
     ] {
         let perf = perf_with(dialect);
+        // `Debug` of every public type that holds a statement or its tags.
+        let mut debug = String::new();
         let recorder = perf.query_recorder();
         let statements: Vec<(String, Vec<String>)> = corpus
             .iter()
@@ -232,8 +235,28 @@ async fn no_literal_reaches_any_export() {
             for _ in 0..5 {
                 recorder.record_in(&ctx, sql, Duration::from_millis(150), Some(2000));
             }
+            let builder = recorder
+                .query(sql)
+                .dialect(dialect)
+                .duration(Duration::from_millis(1));
+            debug.push_str(&format!("{builder:?}"));
+            builder.record_in(&ctx);
+            let timer = ctx.clone().scope(async { recorder.time(sql) }).await;
+            debug.push_str(&format!("{timer:?} {recorder:?}"));
+            drop(timer);
+            let id = ctx.request_id().as_str().to_owned();
             drop(ctx);
+            let report = perf.request_queries_now(&id).expect("settled when dropped");
+            let violation = perfscope::query::QueryBudget::at_most(1)
+                .no_n_plus_one()
+                .no_duplicates()
+                .check(&report);
+            debug.push_str(&format!("{report:?} {violation:?}"));
+            if let Err(violation) = violation {
+                debug.push_str(&violation.to_string());
+            }
         }
+        debug.push_str(&format!("{:?}", perf.snapshot()));
         let admin: Router = Router::new()
             .nest(
                 "/admin/perf",
@@ -254,6 +277,7 @@ async fn no_literal_reaches_any_export() {
                 "findings",
                 format!("{:?}", perf.snapshot().queries.findings),
             ),
+            ("debug", debug),
         ];
         assert!(
             perf.snapshot().queries.findings.len() > 10,

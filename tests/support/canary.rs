@@ -371,10 +371,57 @@ const TEMPLATES: &[(Template, bool, bool)] = &[
         true,
         true,
     ),
+    // sqlcommenter comments: a caller's values under keys off the allowlist (issue 12, item 7).
+    (
+        |w, n| {
+            (
+                Dialect::PostgreSql,
+                format!(
+                    "SELECT * FROM orders WHERE id = $1 /*user='{w}',order_no='{n}',route='%2Fapi%2Forders'*/"
+                ),
+            )
+        },
+        true,
+        true,
+    ),
+    (
+        |w, n| {
+            (
+                Dialect::MySql,
+                format!(
+                    "UPDATE t SET a = ? WHERE id = ? /*controller='orders',email='{w}%40example.com',tenant='{n}'*/"
+                ),
+            )
+        },
+        true,
+        true,
+    ),
+    (
+        |w, _| {
+            (
+                Dialect::Sqlite,
+                format!("DELETE FROM t WHERE id = ? /*action='purge',traceparent='00-{w}-01'*/"),
+            )
+        },
+        true,
+        false,
+    ),
+    (
+        |w, n| {
+            (
+                Dialect::Generic,
+                format!(
+                    "SELECT TOP ({n}) a FROM t WHERE b = @p1 /*db_driver='tiberius',session='{w}'*/"
+                ),
+            )
+        },
+        true,
+        true,
+    ),
 ];
 
-/// Statements across the four dialects (generic standing for MSSQL-flavoured SQL), each with the canaries
-/// planted in it.
+/// Statements across the five dialects (the MSSQL-flavoured ones in both generic and T-SQL), each with the
+/// canaries planted in it.
 pub fn canary_corpus() -> Vec<(Dialect, String, Vec<String>)> {
     let mut corpus = Vec::new();
     for i in 0..16 {
@@ -387,6 +434,9 @@ pub fn canary_corpus() -> Vec<(Dialect, String, Vec<String>)> {
             }
             if *numeric {
                 canaries.push(n);
+            }
+            if dialect == Dialect::Generic {
+                corpus.push((Dialect::TSql, sql.clone(), canaries.clone()));
             }
             corpus.push((dialect, sql, canaries));
         }

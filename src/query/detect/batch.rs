@@ -288,7 +288,7 @@ impl Form {
         let mut out = match self.dialect {
             Dialect::PostgreSql => self.pg_read(key),
             Dialect::Sqlite => format!("{} {}", self.builder_read(key), self.json_each_read(key)),
-            Dialect::MySql => self.builder_read(key),
+            Dialect::MySql | Dialect::TSql => self.builder_read(key),
             Dialect::Generic => format!(
                 "On PostgreSQL: {} On SQLite or MySQL: {}",
                 self.pg_read(key),
@@ -448,7 +448,7 @@ impl Form {
         );
         match self.dialect {
             Dialect::PostgreSql => format!("{} Or {}{copy}", pg(), lower_first(&builder())),
-            Dialect::Sqlite | Dialect::MySql => builder(),
+            Dialect::Sqlite | Dialect::MySql | Dialect::TSql => builder(),
             Dialect::Generic => {
                 format!("On PostgreSQL: {} On SQLite or MySQL: {}", pg(), builder())
             }
@@ -469,7 +469,7 @@ impl Form {
         {
             return match self.dialect {
                 Dialect::PostgreSql => self.pg_read(key),
-                Dialect::Sqlite | Dialect::MySql => self.builder_read(key),
+                Dialect::Sqlite | Dialect::MySql | Dialect::TSql => self.builder_read(key),
                 Dialect::Generic => format!(
                     "On PostgreSQL: {} On SQLite or MySQL: {}",
                     self.pg_read(key),
@@ -492,7 +492,7 @@ impl Form {
         );
         match self.dialect {
             Dialect::PostgreSql => pg,
-            Dialect::Sqlite | Dialect::MySql => other,
+            Dialect::Sqlite | Dialect::MySql | Dialect::TSql => other,
             Dialect::Generic => format!("On PostgreSQL: {pg} On SQLite or MySQL: {other}"),
         }
     }

@@ -290,6 +290,7 @@ impl<'a> Context<'a> {
             total_time_ms: 0.0,
             max_time_ms: 0.0,
             first_index: 0,
+            site: None,
             distinct_params: None,
             rows_returned: None,
             threshold: None,

@@ -326,6 +326,7 @@ fn report(ctx: &Context<'_>, found: &Loop, out: &mut Findings<'_>) {
                 sql: statement.map_or_else(String::new, |s| s.text().to_string()),
                 kind: step_kind(step, statement),
                 count: step.count,
+                site: Some(step.site),
             }
         })
         .collect();
@@ -369,6 +370,7 @@ fn report(ctx: &Context<'_>, found: &Loop, out: &mut Findings<'_>) {
     finding.total_time_ms = millis(found.total);
     finding.max_time_ms = millis(found.max);
     finding.first_index = found.first_record as u64;
+    finding.site = Some(head.site);
     finding.threshold = Some(ctx.config.mn_plus_one_min_occurrences as f64);
     let parent = source.as_ref().and_then(|s| ctx.statement(s.fingerprint));
     finding.source = source.map(|s| super::SourceEvidence {

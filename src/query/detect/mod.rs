@@ -206,6 +206,24 @@ pub struct PatternMember {
     pub kind: FindingKind,
     /// Its executions in the loop.
     pub count: u64,
+    /// For a loop's step, its call site (as [`Finding::site`]).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_site"
+    )]
+    pub site: Option<u64>,
+}
+
+/// A call site as the exports show it: 16 lowercase hex digits, like a fingerprint (a JSON number would lose
+/// precision past 2^53).
+fn serialize_site<S: serde::Serializer>(
+    site: &Option<u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match site {
+        Some(site) => serializer.collect_str(&format_args!("{site:016x}")),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// How to fix a finding, for each of the common Rust database libraries.
@@ -257,6 +275,15 @@ pub struct Finding {
     pub max_time_ms: f64,
     /// Position (in finish order) of the first execution concerned within the request.
     pub first_index: u64,
+    /// The call site of the executions concerned (`n_plus_one`, `duplicate`; for `mn_plus_one`, its first
+    /// step's): a hash of the application's spans around the query, `0` directly in the request (see
+    /// [`QueryRecord::site`](crate::query::QueryRecord::site)). Serialized as 16 hex digits; absent when the
+    /// finding is not about one call site.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_site"
+    )]
+    pub site: Option<u64>,
     /// Distinct parameter sets among the executions, when the driver reported parameters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distinct_params: Option<u64>,

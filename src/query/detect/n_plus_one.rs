@@ -136,6 +136,7 @@ fn duplicate(
 /// The counts, times and evidence of a group.
 fn fill_counts(finding: &mut super::Finding, group: &Group) {
     finding.count = group.count;
+    finding.site = group.site;
     finding.total_time_ms = millis(group.total);
     finding.max_time_ms = millis(group.max);
     finding.first_index = group.first_index;

@@ -106,6 +106,7 @@ fn report(ctx: &Context<'_>, run: &[QueryRecord], start: usize, out: &mut Findin
                 .map_or_else(String::new, |s| s.text().to_string()),
             kind: FindingKind::Parallelizable,
             count: 1,
+            site: None,
         })
         .collect();
     finding.recommendation = recommend::parallelizable(run.len() as u64, millis(saved));

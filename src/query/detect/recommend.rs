@@ -362,6 +362,7 @@ pub(crate) fn slow_query(statement: &Statement, max_ms: f64, threshold_ms: f64) 
     let explain = match statement.info.dialect {
         Dialect::MySql => "EXPLAIN ANALYZE",
         Dialect::Sqlite => "EXPLAIN QUERY PLAN",
+        Dialect::TSql => "SET STATISTICS PROFILE ON",
         _ => "EXPLAIN (ANALYZE, BUFFERS)",
     };
     let note = "Check the plan for a sequential scan on the filtered or joined columns, add the missing index in a \

@@ -123,6 +123,7 @@ pub(crate) fn over_requests(
         total_time_ms: millis(total),
         max_time_ms: millis(max),
         first_index: 0,
+        site: None,
         distinct_params: None,
         rows_returned: None,
         threshold: Some(millis(threshold)),

@@ -1,17 +1,55 @@
 //! sqlcommenter tags: `/*controller='orders',route='%2Fapi%2Forders'*/` → `[("controller", "orders"), …]`.
+//!
+//! Only the pairs whose key is on the allowlist are kept: a sqlcommenter comment can carry anything a caller
+//! put there (a user name, an order number), and a tag is kept in memory and printed with its statement.
 
 /// Most pairs kept per statement.
 pub const MAX_TAGS: usize = 8;
 /// Longest key or value kept, in bytes (cut on a character boundary).
 pub const MAX_TAG_LEN: usize = 64;
 
-/// Adds the pairs of `body` to `tags` when the whole comment is a sqlcommenter list; any other comment
-/// (free text, hints, `/*!…*/`) adds nothing, so nothing of it can leak.
-pub(super) fn collect(body: &str, tags: &mut Vec<(String, String)>) {
+/// The sqlcommenter keys whose pairs are kept by default: what the sqlcommenter libraries write about the
+/// code that ran the statement, never about its data. The pairs of any other key are dropped, key and value.
+pub const DEFAULT_TAG_KEYS: &[&str] = &[
+    "route",
+    "controller",
+    "action",
+    "framework",
+    "application",
+    "db_driver",
+];
+
+/// The allowlist of sqlcommenter keys, borrowed from wherever it is configured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TagKeys<'a> {
+    Borrowed(&'a [&'a str]),
+    Owned(&'a [Box<str>]),
+}
+
+impl Default for TagKeys<'_> {
+    fn default() -> Self {
+        TagKeys::Borrowed(DEFAULT_TAG_KEYS)
+    }
+}
+
+impl TagKeys<'_> {
+    /// Whether pairs with `key` are kept (ASCII case ignored).
+    fn keeps(&self, key: &str) -> bool {
+        match self {
+            TagKeys::Borrowed(keys) => keys.iter().any(|k| k.eq_ignore_ascii_case(key)),
+            TagKeys::Owned(keys) => keys.iter().any(|k| k.eq_ignore_ascii_case(key)),
+        }
+    }
+}
+
+/// Adds the allowlisted pairs of `body` to `tags` when the whole comment is a sqlcommenter list; any other
+/// comment (free text, hints, `/*!…*/`) adds nothing, so nothing of it can leak, and neither can the value of
+/// a key off the list (it is never decoded).
+pub(super) fn collect(body: &str, tags: &mut Vec<(String, String)>, keys: TagKeys<'_>) {
     if tags.len() >= MAX_TAGS {
         return;
     }
-    let Some(pairs) = parse(body.trim()) else {
+    let Some(pairs) = parse(body.trim(), keys) else {
         return;
     };
     for (key, value) in pairs.into_iter().take(MAX_TAGS - tags.len()) {
@@ -19,8 +57,8 @@ pub(super) fn collect(body: &str, tags: &mut Vec<(String, String)>) {
     }
 }
 
-/// All pairs, or `None` when any part does not have the `key='value'` form.
-fn parse(body: &str) -> Option<Vec<(String, String)>> {
+/// The allowlisted pairs, or `None` when any part does not have the `key='value'` form.
+fn parse(body: &str, keys: TagKeys<'_>) -> Option<Vec<(String, String)>> {
     if body.is_empty() {
         return None;
     }
@@ -40,10 +78,10 @@ fn parse(body: &str) -> Option<Vec<(String, String)>> {
         let value_body = after.strip_prefix('\'')?;
         let close = closing_quote(value_body)?;
         if pairs.len() < MAX_TAGS {
-            pairs.push((
-                capped(&decode(key)),
-                capped(&decode(value_body.get(..close)?)),
-            ));
+            let key = decode(key);
+            if keys.keeps(&key) {
+                pairs.push((capped(&key), capped(&decode(value_body.get(..close)?))));
+            }
         }
         rest = value_body.get(close + 1..)?.trim_start();
         if rest.is_empty() {
@@ -118,8 +156,30 @@ mod tests {
 
     fn tags(body: &str) -> Vec<(String, String)> {
         let mut tags = Vec::new();
-        collect(body, &mut tags);
+        let all: Vec<Box<str>> = (0..20)
+            .map(|i| format!("k{i}"))
+            .chain(["controller", "route", "traceparent", "k"].map(String::from))
+            .map(String::into_boxed_str)
+            .collect();
+        collect(body, &mut tags, TagKeys::Owned(&all));
         tags
+    }
+
+    #[test]
+    fn keeps_only_allowlisted_keys() {
+        let mut tags = Vec::new();
+        collect(
+            "route='%2Forders',user='alice',order_no='4711',Controller='orders'",
+            &mut tags,
+            TagKeys::default(),
+        );
+        assert_eq!(
+            tags,
+            [
+                ("route".into(), "/orders".into()),
+                ("Controller".into(), "orders".into())
+            ]
+        );
     }
 
     #[test]

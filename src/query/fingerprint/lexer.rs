@@ -12,8 +12,10 @@ pub(super) enum Token<'a> {
     Word(&'a str),
     /// A quoted identifier; `body` is between the quotes, escapes kept as written.
     Quoted { open: u8, close: u8, body: &'a str },
-    /// A string literal of any form (`'…'`, `E'…'`, `$$…$$`, MySQL `"…"`, `{ts '…'}`, …).
+    /// A string literal of any form (`'…'`, `E'…'`, `$$…$$`, MySQL `"…"`, …).
     Str,
+    /// An ODBC escape (`{d '…'}`, `{t '…'}`, `{ts '…'}`): its type keyword as written.
+    Odbc(&'a str),
     /// A numeric literal (`1`, `-1.5e3`, `0x1F`, `1_000`, …).
     Number,
     /// A bind parameter (`$1`, `?`, `?1`, `:name`, `@name`, `%s`, `%(name)s`).
@@ -100,20 +102,27 @@ impl<'a> Lexer<'a> {
                     self.skip_line();
                     continue;
                 }
+                b'#' if self.dialect == Dialect::TSql && (next == b'#' || is_ident_start(next)) => {
+                    self.temp_table_name()
+                }
                 b'/' if next == b'*' => Token::Comment(self.block_comment()),
                 b'\'' => self.string(self.pos + 1, self.dialect == Dialect::MySql),
                 b'"' if self.dialect == Dialect::MySql => self.string(self.pos + 1, true),
                 b'"' | b'`' => self.quoted(b),
+                b'[' if self.dialect == Dialect::TSql => self.quoted(b'['),
                 b'[' if cx.bracket_ident && self.bracket_ident_ahead() => self.quoted(b'['),
                 b'0'..=b'9' => self.number(self.pos),
                 b'.' if next.is_ascii_digit() && cx.operand => self.number(self.pos),
-                b'-' | b'+' if cx.operand && starts_number(next, self.at(self.pos + 2)) => {
-                    self.number(self.pos + 1)
-                }
+                b'-' | b'+' if cx.operand => match self.signed_number_ahead() {
+                    Some(digits) => self.number(digits),
+                    None => self.operator(),
+                },
                 b'$' => self.dollar(),
                 b'?' if cx.operand || self.dialect != Dialect::PostgreSql => self.question(),
                 b':' => self.colon(cx),
-                b'@' if cx.operand && is_name_start(next) => self.named_param(self.pos + 1),
+                b'@' if (cx.operand || self.dialect == Dialect::TSql) && is_name_start(next) => {
+                    self.named_param(self.pos + 1)
+                }
                 b'%' if cx.operand => self.percent().unwrap_or_else(|| self.operator()),
                 b'{' => self
                     .odbc_escape()
@@ -187,7 +196,7 @@ impl<'a> Lexer<'a> {
 
     /// A `/* … */` comment; PostgreSQL nests them. Unterminated: runs to the end.
     fn block_comment(&mut self) -> &'a str {
-        let nests = self.dialect == Dialect::PostgreSql;
+        let nests = matches!(self.dialect, Dialect::PostgreSql | Dialect::TSql);
         let start = self.pos + 2;
         let mut i = start;
         let mut depth = 1usize;
@@ -242,7 +251,8 @@ impl<'a> Lexer<'a> {
         let mut i = start;
         while i < self.bytes.len() {
             if self.at(i) == close {
-                if close != b']' && self.at(i + 1) == close {
+                let doubled = close != b']' || self.dialect == Dialect::TSql;
+                if doubled && self.at(i + 1) == close {
                     i += 2;
                     continue;
                 }
@@ -412,7 +422,9 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// ODBC escapes `{d '…'}`, `{t '…'}`, `{ts '…'}`: one literal. `None` (nothing consumed) otherwise.
+    /// ODBC escapes `{d '…'}`, `{t '…'}`, `{ts '…'}`: one value that keeps its type keyword. `None` (nothing
+    /// consumed) otherwise. (The normalized form `{ts ?}` reads back as `{`, a name, a parameter and `}`, which
+    /// the writer prints the same way.)
     fn odbc_escape(&mut self) -> Option<Token<'a>> {
         let saved = self.pos;
         self.pos += 1;
@@ -421,10 +433,10 @@ impl<'a> Lexer<'a> {
         while self.at(self.pos).is_ascii_alphabetic() {
             self.pos += 1;
         }
-        let word = self.slice(word_start, self.pos);
+        let kind = self.slice(word_start, self.pos);
         let is_escape = ["d", "t", "ts"]
             .iter()
-            .any(|w| word.eq_ignore_ascii_case(w));
+            .any(|w| kind.eq_ignore_ascii_case(w));
         self.skip_blank();
         if is_escape && self.at(self.pos) == b'\'' {
             let body = self.pos + 1;
@@ -432,18 +444,46 @@ impl<'a> Lexer<'a> {
             self.skip_blank();
             if self.at(self.pos) == b'}' {
                 self.pos += 1;
-                return Some(Token::Str);
+                return Some(Token::Odbc(kind));
             }
         }
         self.pos = saved;
         None
     }
 
+    /// Where the digits of a signed number start, when the sign at the current position is followed (after
+    /// blanks) by a number: `-5`, `- 5` and `-\n5` are all one negative number where an operand is expected.
+    fn signed_number_ahead(&self) -> Option<usize> {
+        let mut i = self.pos + 1;
+        while let Some(&b) = self.bytes.get(i) {
+            if b <= b' ' || b == 0x7f {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        starts_number(self.at(i), self.at(i + 1)).then_some(i)
+    }
+
+    /// A T-SQL temporary table name: `#name` or `##name`, one word.
+    fn temp_table_name(&mut self) -> Token<'a> {
+        let start = self.pos;
+        let mut i = start;
+        while self.at(i) == b'#' {
+            i += 1;
+        }
+        while is_ident_continue(self.at(i)) {
+            i += 1;
+        }
+        self.pos = i;
+        Token::Word(self.slice(start, i))
+    }
+
     fn is_operator_byte(&self, b: u8) -> bool {
         match b {
             b'+' | b'-' | b'*' | b'/' | b'<' | b'>' | b'=' | b'~' | b'!' | b'@' | b'%' | b'^'
             | b'&' | b'|' => true,
-            b'#' => self.dialect != Dialect::MySql,
+            b'#' => !matches!(self.dialect, Dialect::MySql | Dialect::TSql),
             b'?' => self.dialect == Dialect::PostgreSql,
             _ => false,
         }
@@ -573,6 +613,7 @@ mod tests {
                 Dialect::PostgreSql,
                 Dialect::MySql,
                 Dialect::Sqlite,
+                Dialect::TSql,
             ] {
                 assert!(tokens(sql, dialect).len() <= 3, "{sql:?} {dialect:?}");
             }

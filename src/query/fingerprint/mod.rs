@@ -2,9 +2,12 @@
 //!
 //! # The canonical text
 //! - Every literal and bind parameter becomes a placeholder: strings in all their forms (`'…'`, `E'…'`,
-//!   `N'…'`, `U&'…'`, `X'…'`, `B'…'`, `$$…$$`, `$tag$…$tag$`, MySQL `"…"`, ODBC `{ts '…'}`), numbers (with a
-//!   sign where an operand is expected, exponents, `.5`, `5.`, `0x1F`, `1_000`), `TRUE`/`FALSE`/`NULL` as
-//!   values, and the parameter styles `$1`, `?`, `?1`, `:name`, `:1`, `@name`, `%s`, `%(name)s`.
+//!   `N'…'`, `U&'…'`, `X'…'`, `B'…'`, `$$…$$`, `$tag$…$tag$`, MySQL `"…"`), numbers (with a
+//!   sign where an operand is expected, blanks between sign and digits or not, exponents, `.5`, `5.`, `0x1F`,
+//!   `1_000`), and the parameter styles `$1`, `?`, `?1`, `:name`, `:1`, `@name`, `@p1`, `%s`, `%(name)s`.
+//! - `NULL`, `TRUE`, `FALSE` and `DEFAULT` are keywords, not values: `SET notes = NULL` and
+//!   `SET notes = ?` are two statements.
+//! - An ODBC escape keeps its type keyword: `{ts '2024-01-01 00:00'}` → `{ts ?}`.
 //! - **Placeholders** print as `$1`, `$2`, … (numbered in order) for [`Dialect::PostgreSql`], because its
 //!   parser rejects `?`, and as `?` for the other dialects: the text parses wherever the input did.
 //! - `::type` casts, PostgreSQL's JSON operators (`?`, `?|`, `?&`, `@?`, `#>>`, `->>`) and array slices
@@ -15,7 +18,8 @@
 //!   fingerprint); `ARRAY[1, 2]` → `ARRAY[$1]`; multi-row `VALUES (…), (…)` → one row. `IN (a, b)` (columns)
 //!   and `IN (SELECT …)` stay as written. `= ANY($1)`, `= ANY(ARRAY[…])` and `IN (…)` stay three distinct
 //!   shapes (each site of a program uses one of them).
-//! - Comments go; sqlcommenter comments (`/*route='…'*/`) become [`Normalized::tags`].
+//! - Comments go; the allowlisted pairs of sqlcommenter comments (`/*route='…'*/`) become
+//!   [`Normalized::tags`].
 //! - Keywords (a small structural list) are upper case; unquoted identifiers are lower case (PostgreSQL
 //!   folds them so); quoted identifiers keep their case and quotes unless they read the same unquoted
 //!   (`"users"` → `users`, `"User"` stays).
@@ -41,7 +45,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::query::model::{Dialect, FingerprintId, MAX_NORMALIZED_LEN, StatementKind};
 
-pub use comment::{MAX_TAG_LEN, MAX_TAGS};
+pub(crate) use comment::TagKeys;
+pub use comment::{DEFAULT_TAG_KEYS, MAX_TAG_LEN, MAX_TAGS};
 
 /// Longest prefix of a statement the normalizer reads, in bytes.
 pub const MAX_SCAN_LEN: usize = 64 * 1024;
@@ -55,7 +60,9 @@ pub struct Normalized {
     pub id: FingerprintId,
     /// The kind, from the first keyword.
     pub kind: StatementKind,
-    /// sqlcommenter key/values (at most [`MAX_TAGS`] pairs, each side at most [`MAX_TAG_LEN`] bytes).
+    /// sqlcommenter key/values whose key is on the allowlist ([`DEFAULT_TAG_KEYS`] unless configured); the
+    /// pairs of other keys are dropped, key and value, since a caller may put anything there (a user name, an
+    /// order number). At most [`MAX_TAGS`] pairs, each side at most [`MAX_TAG_LEN`] bytes.
     pub tags: Vec<(String, String)>,
     /// The input was longer than [`MAX_SCAN_LEN`] or the text longer than [`MAX_NORMALIZED_LEN`].
     pub truncated: bool,
@@ -77,8 +84,28 @@ pub struct Normalized {
 /// assert_eq!(normalize("UPDATE t SET a = 'x' WHERE id = ?", Dialect::MySql).text, "UPDATE t SET a = ? WHERE id = ?");
 /// ```
 pub fn normalize(sql: &str, dialect: Dialect) -> Normalized {
+    normalize_keeping(sql, dialect, TagKeys::default())
+}
+
+/// [`normalize`], keeping the sqlcommenter pairs of the keys in `tag_keys` (ASCII case ignored) instead of
+/// [`DEFAULT_TAG_KEYS`].
+///
+/// ```
+/// use perfscope::query::{Dialect, normalize, normalize_with_tag_keys};
+///
+/// let sql = "SELECT 1 /*route='%2Forders',user='alice',tenant='acme'*/";
+/// assert_eq!(normalize(sql, Dialect::Generic).tags, [("route".to_owned(), "/orders".to_owned())]);
+/// let tagged = normalize_with_tag_keys(sql, Dialect::Generic, &["tenant"]);
+/// assert_eq!(tagged.tags, [("tenant".to_owned(), "acme".to_owned())]);
+/// ```
+pub fn normalize_with_tag_keys(sql: &str, dialect: Dialect, tag_keys: &[&str]) -> Normalized {
+    normalize_keeping(sql, dialect, TagKeys::Borrowed(tag_keys))
+}
+
+/// [`normalize`] with an allowlist of sqlcommenter keys.
+pub(crate) fn normalize_keeping(sql: &str, dialect: Dialect, keys: TagKeys<'_>) -> Normalized {
     let (input, cut_input) = prefix(sql, MAX_SCAN_LEN);
-    let output = writer::Writer::new(input, dialect).run();
+    let output = writer::Writer::new(input, dialect, keys).run();
     let mut text = output.text;
     let cut_text = cap(&mut text, MAX_NORMALIZED_LEN);
     Normalized {

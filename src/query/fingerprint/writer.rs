@@ -1,6 +1,6 @@
 //! The normalizer's single pass: tokens in, canonical text out, with lists collapsed as they close.
 
-use super::comment;
+use super::comment::{self, TagKeys};
 use super::ident::{can_unquote, push_scrubbed};
 use super::keywords::{Keyword, Shape, is_reserved, keyword};
 use super::lexer::{Context, Lexer, Token};
@@ -84,6 +84,7 @@ pub(super) struct Writer<'a> {
     last_string: bool,
     history: [Option<Mark>; 4],
     tags: Vec<(String, String)>,
+    keys: TagKeys<'a>,
     bound: bool,
 }
 
@@ -100,7 +101,7 @@ pub(super) struct Output {
 }
 
 impl<'a> Writer<'a> {
-    pub(super) fn new(input: &'a str, dialect: Dialect) -> Self {
+    pub(super) fn new(input: &'a str, dialect: Dialect, keys: TagKeys<'a>) -> Self {
         Self {
             lexer: Lexer::new(input, dialect),
             dialect,
@@ -120,6 +121,7 @@ impl<'a> Writer<'a> {
             last_string: false,
             history: [None; 4],
             tags: Vec::new(),
+            keys,
             bound: false,
         }
     }
@@ -165,7 +167,7 @@ impl<'a> Writer<'a> {
 
     fn step(&mut self, token: Token<'a>) {
         match token {
-            Token::Comment(body) => return comment::collect(body, &mut self.tags),
+            Token::Comment(body) => return comment::collect(body, &mut self.tags, self.keys),
             Token::Semi => return self.end_statement(),
             _ => {}
         }
@@ -181,6 +183,7 @@ impl<'a> Writer<'a> {
             Token::Word(word) => self.word(word, kw),
             Token::Quoted { open, close, body } => self.quoted(open, close, body),
             Token::Str => self.literal(true),
+            Token::Odbc(kind) => self.odbc(kind),
             Token::Number => self.literal(false),
             Token::Param => {
                 self.bound = true;
@@ -195,6 +198,9 @@ impl<'a> Writer<'a> {
             }
             Token::Colon(op @ "::") => self.emit(Class::Tight, op, false),
             Token::Colon(op) | Token::Op(op) => self.operator(op),
+            // Braces (ODBC escapes, `{fn …}`) hug what they hold, as the writer prints an escape.
+            Token::Other(b'{') => self.emit(Class::Open, "{", true),
+            Token::Other(b'}') => self.emit(Class::Close, "}", false),
             Token::Other(b) => self.operator(char_str(b)),
             Token::Comment(_) | Token::Semi => {}
         }
@@ -207,23 +213,9 @@ impl<'a> Writer<'a> {
         let Some(kw) = kw else {
             return self.identifier(word);
         };
-        if self.literal_keyword(kw.0) {
-            return self.literal(false);
-        }
         self.note_statement_start(Some(kw.0));
         self.emit_keyword(kw);
         self.after_keyword(kw.0);
-    }
-
-    /// `TRUE`, `FALSE` and `NULL` are values, except in `IS [NOT] TRUE` and `IS [NOT] NULL` / `NOT NULL`.
-    fn literal_keyword(&self, kw: &str) -> bool {
-        let after_is = self.prev_kw == Some("IS")
-            || (self.prev_kw == Some("NOT") && self.prev_prev_kw == Some("IS"));
-        match kw {
-            "TRUE" | "FALSE" => !after_is,
-            "NULL" => !matches!(self.prev_kw, Some("IS" | "NOT")),
-            _ => false,
-        }
     }
 
     fn after_keyword(&mut self, kw: &'static str) {
@@ -278,6 +270,10 @@ impl<'a> Writer<'a> {
         }
         let mut name = String::with_capacity(body.len());
         push_scrubbed(&mut name, body);
+        // T-SQL names are case-insensitive, quoted or not: `[Id]` is `id`.
+        if self.dialect == Dialect::TSql && is_plain_name(&name) {
+            name.make_ascii_lowercase();
+        }
         let at = self.begin(Class::Ident, "");
         let start = self.out.len();
         if can_unquote(&name) {
@@ -305,6 +301,25 @@ impl<'a> Writer<'a> {
         }
         self.placeholder();
         self.last_string = string;
+    }
+
+    /// An ODBC escape keeps its type keyword around the placeholder: `{ts '…'}` → `{ts ?}`, printed as the
+    /// braces, name and parameter of that text would be (so normalizing it again changes nothing).
+    fn odbc(&mut self, kind: &str) {
+        self.note_statement_start(None);
+        if self.take_name() {
+            return;
+        }
+        self.emit(Class::Open, "{", true);
+        let at = self.begin(Class::Ident, "");
+        let start = self.out.len();
+        for c in kind.chars() {
+            self.out.push(c.to_ascii_lowercase());
+        }
+        self.finish(at, start, Class::Ident, None, false);
+        self.placeholder();
+        self.last_string = false;
+        self.emit(Class::Close, "}", false);
     }
 
     fn open(&mut self, b: u8) {
@@ -408,6 +423,16 @@ impl<'a> Writer<'a> {
 
     /// The placeholder: `$n` (numbered in order) for PostgreSQL, whose parser rejects `?`; `?` elsewhere.
     fn placeholder(&mut self) {
+        // T-SQL's parser takes `TOP (n)` and `TOP 10`, not `TOP ?`: the placeholder keeps it parseable.
+        if self.dialect == Dialect::TSql && self.prev_kw == Some("TOP") {
+            self.emit(Class::Open, "(", true);
+            self.placeholder_only();
+            return self.emit(Class::Close, ")", false);
+        }
+        self.placeholder_only();
+    }
+
+    fn placeholder_only(&mut self) {
         self.params = self.params.saturating_add(1);
         let at = self.begin(Class::Value, "");
         let start = self.out.len();
@@ -602,6 +627,14 @@ impl<'a> Writer<'a> {
             self.last_string = false;
         }
     }
+}
+
+/// A name that would need no quotes but for its case.
+fn is_plain_name(name: &str) -> bool {
+    name.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 enum Update {
