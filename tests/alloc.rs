@@ -3,10 +3,14 @@
 //! no cross-talk between requests running at once on several threads.
 #![allow(clippy::unwrap_used)]
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "support/promtool.rs"]
+mod promtool;
+use promtool::promtool_check;
+
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -294,30 +298,5 @@ async fn allocation_families_pass_promtool() {
         text.contains("\nprocess_resident_memory_bytes "),
         cfg!(target_os = "linux")
     );
-    let binary = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
-    let mut child = Command::new(&binary)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot run {binary:?} ({error}): install Debian's `prometheus` package (scripts/test does), \
-                 or set PROMTOOL to the binary"
-            )
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
-        "promtool: {stdout} {stderr}\n{text}"
-    );
+    promtool_check(&text);
 }

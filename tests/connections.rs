@@ -2,8 +2,11 @@
 //! one's own), over real sockets on loopback.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+#[allow(dead_code, unreachable_pub)]
+#[path = "support/promtool.rs"]
+mod promtool;
+use promtool::promtool_check;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -50,35 +53,6 @@ async fn until(perf: &Perfscope, what: &str, done: impl Fn(&ListenerConnections)
 
 fn open_fds(perf: &Perfscope) -> u64 {
     perf.snapshot().process.open_fds.unwrap_or(0)
-}
-
-fn promtool_check(text: &str) {
-    let binary = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
-    let mut child = Command::new(&binary)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| {
-            panic!("cannot run {binary:?} ({error}): install Debian's `prometheus` package or set PROMTOOL")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && said.trim().is_empty(),
-        "promtool: {said}\n{text}"
-    );
 }
 
 /// Half-header connections through `axum::serve`: open and head-pending with a growing age while they stall,

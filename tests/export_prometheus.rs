@@ -7,9 +7,12 @@
 //! percent-encoded, so templates with those characters can be registered but never hit; the unit proptest in
 //! `src/export/prometheus.rs` covers arbitrary label strings instead.
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "support/promtool.rs"]
+mod promtool;
+use promtool::promtool_check;
+
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use axum::Router;
 use axum::body::Body;
@@ -55,36 +58,6 @@ async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String) {
 
 fn get_request(uri: &str) -> Request<Body> {
     Request::builder().uri(uri).body(Body::empty()).unwrap()
-}
-
-/// Runs `promtool check metrics` on `text` and fails unless it reports no error and no lint problem.
-fn promtool_check(text: &str) {
-    let binary = std::env::var_os("PROMTOOL").unwrap_or_else(|| "promtool".into());
-    let mut child = match Command::new(&binary)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(error) => panic!(
-            "cannot run {binary:?} ({error}): install Debian's `prometheus` package, which ships promtool \
-             (`apt-get install prometheus`; scripts/test installs it), or set PROMTOOL to the binary"
-        ),
-    };
-    let mut stdin = child.stdin.take().unwrap();
-    let input = text.to_owned();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
-        "promtool check metrics failed ({}):\nstdout: {stdout}\nstderr: {stderr}\ninput:\n{text}",
-        output.status,
-    );
 }
 
 /// One sample line: its metric name and labels (unescaped).

@@ -7,6 +7,11 @@
 #[path = "support/services.rs"]
 mod services;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "support/promtool.rs"]
+mod promtool;
+use promtool::promtool_check;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -803,34 +808,7 @@ async fn second_level_statistics_are_exported() {
         text.contains("perfscope_cache_l2_breaker_state{cache=\"items\",state=\"closed\"} 1"),
         "{text}"
     );
-    if let Ok(promtool) = std::env::var("PROMTOOL").or_else(|_| Ok::<_, ()>("promtool".to_owned()))
-    {
-        use std::io::Write;
-        if let Ok(mut child) = Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-        {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-            let output = child.wait_with_output().unwrap();
-            let said = format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-            assert!(
-                output.status.success() && said.trim().is_empty(),
-                "promtool: {said}"
-            );
-        }
-    }
+    promtool_check(&text);
     let json = serde_json::to_value(c.stats()).unwrap();
     assert_eq!(json["second_level"]["misses"], 1);
     assert_eq!(json["second_level"]["breaker"], "closed");
