@@ -4,9 +4,11 @@
 //! - `l1_hit/*`: `get_or_compute` answered from L1, on one of 10,000 entries: the cache alone, the same cache
 //!   with the second level on an in-process store, and (with `REDIS_URL`) on Redis. An L1 hit never touches
 //!   L2, so the three should cost the same (target: on within 10% of off).
-//! - `l2_hit/*` (needs `REDIS_URL`): an L1 miss answered from Redis (one pipelined round trip, the envelope
-//!   checked, the value decoded and put into L1), against a raw redis-rs `GET` of the same bytes on a
-//!   `ConnectionManager` of its own (target: within 1.3×).
+//! - `l2_hit/*` (needs `REDIS_URL`): an L1 miss answered from Redis (the entry read alone, as on a node whose
+//!   bus vouches for the versions; the envelope checked, the value decoded and put into L1), against a raw
+//!   redis-rs `GET` of the same bytes on a `ConnectionManager` of its own (target: within 1.3×), the same `GET`
+//!   followed by the decode (a cache written by hand), and the four-key `MGET` a lookup makes while its bus is
+//!   unverified. Values: the product itself, and the product behind an `Arc`.
 //! - `codec/*`: the default codec (postcard) encoding and decoding the product; its size is printed. The
 //!   comparison with bincode and rmp-serde was measured apart (see `docs/second-level.md`, "Codec").
 //! - After the criterion groups (needs `REDIS_URL`): the invalidation fan-out on loopback, two nodes in one
@@ -17,6 +19,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
@@ -85,9 +88,12 @@ fn level(backend: impl L2Backend, prefix: &str) -> SecondLevel {
         .unwrap()
 }
 
-fn cache(level: Option<&SecondLevel>, max_entries: u64) -> Cache<String, Product> {
+fn cache<V>(level: Option<&SecondLevel>, max_entries: u64, name: &str) -> Cache<String, V>
+where
+    V: Clone + Send + Sync + Serialize + serde::de::DeserializeOwned + 'static,
+{
     let mut builder = Cache::builder()
-        .name("products")
+        .name(name)
         .max_entries(max_entries)
         .ttl(Duration::from_secs(3600))
         .sweep_interval(Duration::ZERO);
@@ -105,11 +111,11 @@ fn bench_l1_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, redis: Opt
     let memory = level(MemoryLevel::new(), "bench-l1:");
     let on_redis = redis.map(|url| level(RedisLevel::open(url).unwrap(), "bench-l1:"));
     let mut variants = vec![
-        ("l2_off", cache(None, 100_000)),
-        ("l2_on_memory", cache(Some(&memory), 100_000)),
+        ("l2_off", cache(None, 100_000, "products")),
+        ("l2_on_memory", cache(Some(&memory), 100_000, "products")),
     ];
     if let Some(l) = &on_redis {
-        variants.push(("l2_on_redis", cache(Some(l), 100_000)));
+        variants.push(("l2_on_redis", cache(Some(l), 100_000, "products")));
     }
     let keys: Vec<String> = (0..KEYS).map(key).collect();
     for (_, cache) in &variants {
@@ -164,7 +170,46 @@ fn small_cache(level: Option<&SecondLevel>) -> Cache<String, u64> {
     builder.build().unwrap()
 }
 
-/// An L1 miss served from Redis against a raw `GET` of the same entry.
+/// A product shared behind an `Arc`, as values that are costly to clone are usually cached (the L1 copies a
+/// value for each caller, and its single flight keeps one more copy for the callers that waited).
+type SharedProduct = Arc<Product>;
+
+/// Fills L2 with every key through `writer` (a cache named `name` on `writer_level`), then reads each once
+/// through `reader`, so the versions of their tags are known (as on a node that has been serving).
+fn fill_l2<V>(
+    runtime: &tokio::runtime::Runtime,
+    writer_level: &SecondLevel,
+    writer: &Cache<String, V>,
+    reader: &Cache<String, V>,
+    value: fn(Product) -> V,
+) where
+    V: Clone + Send + Sync + 'static,
+{
+    runtime.block_on(async {
+        let before = writer_level.stats().writes;
+        for i in 0..KEYS {
+            writer
+                .get_or_compute(&key(i), move || async move {
+                    Loaded::new(value(product(i as u64))).tag("products")
+                })
+                .await
+                .unwrap();
+        }
+        while writer_level.stats().writes < before + KEYS as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for i in 0..KEYS {
+            let fetched = reader
+                .try_get_or_compute_entry(&key(i), || async { Err::<V, ()>(()) })
+                .await
+                .unwrap();
+            assert_eq!(fetched.status, CacheStatus::SecondLevelHit);
+        }
+    });
+}
+
+/// An L1 miss served from Redis against a raw `GET` of the same entry (and the same `GET` followed by the
+/// decode of the value, what a cache written by hand on redis-rs does).
 fn bench_l2_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str) {
     let prefix = format!("bench-l2-{}:", std::process::id());
     let (writer, reader) = runtime.block_on(async {
@@ -176,29 +221,17 @@ fn bench_l2_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str)
         (writer, reader)
     });
     let _guard = runtime.enter();
-    let a = cache(Some(&writer), 100_000);
-    // A tiny L1: almost every read of 10,000 keys misses it.
-    let b = cache(Some(&reader), 16);
-    runtime.block_on(async {
-        for i in 0..KEYS {
-            a.get_or_compute(&key(i), move || async move {
-                Loaded::new(product(i as u64)).tag("products")
-            })
-            .await
-            .unwrap();
-        }
-        while writer.stats().writes < KEYS as u64 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // Once over every key, so the versions of their tags are known (as on a node that has been serving).
-        for i in 0..KEYS {
-            let fetched = b
-                .try_get_or_compute_entry(&key(i), || async { Err::<Product, ()>(()) })
-                .await
-                .unwrap();
-            assert_eq!(fetched.status, CacheStatus::SecondLevelHit);
-        }
-    });
+    // A tiny L1 on the reading side: almost every read of 10,000 keys misses it.
+    let (a, b) = (
+        cache(Some(&writer), 100_000, "products"),
+        cache(Some(&reader), 16, "products"),
+    );
+    fill_l2(runtime, &writer, &a, &b, |p| p);
+    let (a_shared, b_shared) = (
+        cache(Some(&writer), 100_000, "shared_products"),
+        cache(Some(&reader), 16, "shared_products"),
+    );
+    fill_l2(runtime, &writer, &a_shared, &b_shared, Arc::new);
     let raw = runtime.block_on(async {
         let client = redis::Client::open(url).unwrap();
         redis::aio::ConnectionManager::new(client).await.unwrap()
@@ -207,65 +240,67 @@ fn bench_l2_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str)
         .map(|i| format!("{prefix}products:e:{}", key(i)))
         .collect();
     let keys: Vec<String> = (0..KEYS).map(key).collect();
-    let payload = runtime.block_on(async {
+    let get = |i: usize| -> Vec<u8> {
         let mut connection = raw.clone();
-        let bytes: Vec<u8> = redis::cmd("GET")
-            .arg(&entry_keys[0])
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        bytes.len()
-    });
-    println!("l2_hit: the entry of one product is {payload} bytes (envelope and postcard payload)");
+        let key = &entry_keys[i];
+        runtime.block_on(async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .unwrap()
+        })
+    };
+    let entry = get(0);
+    let mut payload = Vec::new();
+    Codec::<Product>::encode(&Postcard, &product(0), &mut payload).unwrap();
+    let header = entry.len() - payload.len();
+    println!(
+        "l2_hit: the entry of one product is {} bytes (envelope {header}, postcard payload {})",
+        entry.len(),
+        entry.len() - header
+    );
+    let get_and_decode = |i: usize| -> Product {
+        let bytes = get(i);
+        Codec::<Product>::decode(&Postcard, &bytes[header..]).unwrap()
+    };
+    let l2_hit = |i: usize| -> Product {
+        runtime
+            .block_on(b.try_get_or_compute(&keys[i], || async { Err::<Product, ()>(()) }))
+            .unwrap()
+    };
+    let l2_hit_shared = |i: usize| -> SharedProduct {
+        runtime
+            .block_on(
+                b_shared.try_get_or_compute(&keys[i], || async { Err::<SharedProduct, ()>(()) }),
+            )
+            .unwrap()
+    };
 
     let mut group = c.benchmark_group("l2_hit");
     group.throughput(Throughput::Elements(1));
     let mut i = 0;
+    let mut next = move || {
+        i = (i + 7919) % KEYS;
+        i
+    };
     group.bench_function("redis_rs_get", |bencher| {
-        bencher.iter(|| {
-            i = (i + 7919) % KEYS;
-            let mut connection = raw.clone();
-            let key = &entry_keys[i];
-            let bytes: Vec<u8> = runtime.block_on(async move {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async(&mut connection)
-                    .await
-                    .unwrap()
-            });
-            black_box(bytes)
-        })
+        bencher.iter(|| black_box(get(next())))
     });
-    // What one L2 lookup asks the server: the entry and three versions (in one round trip).
+    group.bench_function("redis_rs_get_and_decode", |bencher| {
+        bencher.iter(|| black_box(get_and_decode(next())))
+    });
+    // What a lookup reads when its node's bus is not vouching for the versions: the entry and three versions
+    // in one round trip.
     let version_keys = [
         format!("{prefix}products:k:{}", key(0)),
         format!("{prefix}products:clear"),
         format!("{prefix}gen"),
     ];
-    group.bench_function("redis_rs_pipeline_4_get", |bencher| {
-        bencher.iter(|| {
-            i = (i + 7919) % KEYS;
-            let mut connection = raw.clone();
-            let key = &entry_keys[i];
-            let reply: (Option<Vec<u8>>, Option<u64>, Option<u64>, Option<u64>) =
-                runtime.block_on(async {
-                    redis::pipe()
-                        .get(key)
-                        .get(&version_keys[0])
-                        .get(&version_keys[1])
-                        .get(&version_keys[2])
-                        .query_async(&mut connection)
-                        .await
-                        .unwrap()
-                });
-            black_box(reply)
-        })
-    });
     group.bench_function("redis_rs_mget_4", |bencher| {
         bencher.iter(|| {
-            i = (i + 7919) % KEYS;
             let mut connection = raw.clone();
-            let key = &entry_keys[i];
+            let key = &entry_keys[next()];
             let reply: Vec<Option<Vec<u8>>> = runtime.block_on(async {
                 redis::cmd("MGET")
                     .arg(key)
@@ -279,51 +314,53 @@ fn bench_l2_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str)
     });
     let before = reader.stats();
     group.bench_function("perfscope_l2_hit", |bencher| {
-        bencher.iter(|| {
-            i = (i + 7919) % KEYS;
-            let key = &keys[i];
-            let fetched = runtime
-                .block_on(b.try_get_or_compute_entry(key, || async { Err::<Product, ()>(()) }));
-            black_box(fetched.unwrap())
-        })
+        bencher.iter(|| black_box(l2_hit(next())))
+    });
+    group.bench_function("perfscope_l2_hit_arc", |bencher| {
+        bencher.iter(|| black_box(l2_hit_shared(next())))
     });
     group.finish();
-    // The VM's noise moves single criterion runs by tens of percent: also time the two interleaved, round by
-    // round, and compare their medians.
-    let (mut raw_rounds, mut l2_rounds) = (Vec::new(), Vec::new());
+    // The VM's noise moves single criterion runs by tens of percent: also time the variants interleaved, round
+    // by round, and take the median of each round's ratio to the raw `GET` of that round.
+    let mut per_op = |op: &mut dyn FnMut(usize)| {
+        let started = Instant::now();
+        for _ in 0..PER_ROUND {
+            op(next());
+        }
+        started.elapsed() / PER_ROUND
+    };
+    let mut rounds: [Vec<Duration>; 4] = Default::default();
     for _ in 0..ROUNDS {
-        let started = Instant::now();
-        for _ in 0..PER_ROUND {
-            i = (i + 7919) % KEYS;
-            let mut connection = raw.clone();
-            let key = &entry_keys[i];
-            let bytes: Vec<u8> = runtime.block_on(async move {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async(&mut connection)
-                    .await
-                    .unwrap()
-            });
-            black_box(bytes);
-        }
-        raw_rounds.push(started.elapsed() / PER_ROUND);
-        let started = Instant::now();
-        for _ in 0..PER_ROUND {
-            i = (i + 7919) % KEYS;
-            let fetched = runtime.block_on(
-                b.try_get_or_compute_entry(&keys[i], || async { Err::<Product, ()>(()) }),
-            );
-            black_box(fetched.unwrap());
-        }
-        l2_rounds.push(started.elapsed() / PER_ROUND);
+        rounds[0].push(per_op(&mut |i| drop(black_box(get(i)))));
+        rounds[1].push(per_op(&mut |i| drop(black_box(get_and_decode(i)))));
+        rounds[2].push(per_op(&mut |i| drop(black_box(l2_hit(i)))));
+        rounds[3].push(per_op(&mut |i| drop(black_box(l2_hit_shared(i)))));
     }
-    raw_rounds.sort();
-    l2_rounds.sort();
-    let (raw_median, l2_median) = (raw_rounds[ROUNDS / 2], l2_rounds[ROUNDS / 2]);
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let micros = |d: &Vec<Duration>| median(d.iter().map(|d| d.as_secs_f64() * 1e6).collect());
+    let ratio = |variant: usize| {
+        median(
+            rounds[variant]
+                .iter()
+                .zip(&rounds[0])
+                .map(|(v, raw)| v.as_secs_f64() / raw.as_secs_f64())
+                .collect(),
+        )
+    };
     println!(
-        "l2_hit interleaved ({ROUNDS} rounds of {PER_ROUND} each): redis-rs GET median {raw_median:?}, \
-         perfscope L2 hit median {l2_median:?}, ratio {:.2}",
-        l2_median.as_secs_f64() / raw_median.as_secs_f64()
+        "l2_hit interleaved ({ROUNDS} rounds of {PER_ROUND} each, medians; ratios to the GET of the same round): \
+         redis-rs GET {:.1} µs; GET + decode {:.1} µs ({:.2}x); perfscope L2 hit, Product {:.1} µs ({:.2}x); \
+         perfscope L2 hit, Arc<Product> {:.1} µs ({:.2}x)",
+        micros(&rounds[0]),
+        micros(&rounds[1]),
+        ratio(1),
+        micros(&rounds[2]),
+        ratio(2),
+        micros(&rounds[3]),
+        ratio(3),
     );
     let after = reader.stats();
     let stats = b.stats().second_level.unwrap();

@@ -197,6 +197,12 @@ impl<B: L2Backend> L2Backend for Counted<B> {
             self.inner.read(keys).await
         })
     }
+    fn read_entry<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, L2Error>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.read_entry(entry).await
+        })
+    }
     fn versions<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, L2Error>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
@@ -242,6 +248,9 @@ struct SlowInvalidations<B> {
 impl<B: L2Backend> L2Backend for SlowInvalidations<B> {
     fn read<'a>(&'a self, keys: &'a ReadKeys) -> BoxFuture<'a, Result<ReadReply, L2Error>> {
         self.inner.read(keys)
+    }
+    fn read_entry<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, L2Error>> {
+        self.inner.read_entry(entry)
     }
     fn versions<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, L2Error>> {
         self.inner.versions(keys)
@@ -317,6 +326,208 @@ async fn a_node_never_reads_back_from_l2_what_it_just_invalidated() {
         a.invalidate(&key);
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+}
+
+/// Lookups of a [`Reads`] store by kind: the entry with its versions, or the entry alone.
+#[derive(Default)]
+struct ReadCounts {
+    full: AtomicU64,
+    entry_alone: AtomicU64,
+}
+
+impl ReadCounts {
+    fn get(&self) -> (u64, u64) {
+        (
+            self.full.load(Ordering::SeqCst),
+            self.entry_alone.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// An [`L2Backend`] that counts its lookups by kind.
+struct Reads<B> {
+    inner: B,
+    counts: Arc<ReadCounts>,
+}
+
+impl<B> Reads<B> {
+    fn new(inner: B) -> (Self, Arc<ReadCounts>) {
+        let counts = Arc::new(ReadCounts::default());
+        (
+            Reads {
+                inner,
+                counts: counts.clone(),
+            },
+            counts,
+        )
+    }
+}
+
+impl<B: L2Backend> L2Backend for Reads<B> {
+    fn read<'a>(&'a self, keys: &'a ReadKeys) -> BoxFuture<'a, Result<ReadReply, L2Error>> {
+        self.counts.full.fetch_add(1, Ordering::SeqCst);
+        self.inner.read(keys)
+    }
+    fn read_entry<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, L2Error>> {
+        self.counts.entry_alone.fetch_add(1, Ordering::SeqCst);
+        self.inner.read_entry(entry)
+    }
+    fn versions<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, L2Error>> {
+        self.inner.versions(keys)
+    }
+    fn write<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<bool, L2Error>> {
+        self.inner.write(op)
+    }
+    fn invalidate<'a>(&'a self, op: &'a InvalidateOp) -> BoxFuture<'a, Result<u64, L2Error>> {
+        self.inner.invalidate(op)
+    }
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), L2Error>> {
+        self.inner.publish(channel, message)
+    }
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Subscription, L2Error>> {
+        self.inner.subscribe(channel)
+    }
+}
+
+/// Loads `value` under `key` on `cache` with the tag `items` (or reads it from L2), and says how it came.
+async fn load(cache: &Cache<String, u64>, key: &str, value: u64) -> (u64, CacheStatus) {
+    let fetched = cache
+        .try_get_or_compute_entry(&key.to_owned(), move || async move {
+            Ok::<_, ()>(Loaded::new(value).tag("items"))
+        })
+        .await
+        .unwrap();
+    (fetched.value, fetched.status)
+}
+
+/// While its bus vouches for the versions, a node reads an L2 entry alone (one key instead of four), and
+/// still never serves an entry that a key invalidation, a tag invalidation or a `clear` on another node made
+/// stale: the key's invalidation deleted the entry in the store, and the tag and `clear` versions came over
+/// the bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_bus_vouches_for_versions_reads_the_entry_alone() {
+    let store = MemoryLevel::new();
+    let prefix = unique_prefix("alone");
+    let (reads, counts) = Reads::new(store.clone());
+    let (la, lb) = (level(store.clone(), &prefix), level(reads, &prefix));
+    wait_until("both buses", Duration::from_secs(2), || {
+        la.is_verified() && lb.is_verified()
+    })
+    .await;
+    let (a, b) = (cache(&la), cache(&lb));
+    for (i, key) in ["item:1", "item:2", "item:3", "item:4"].iter().enumerate() {
+        assert_eq!(
+            load(&a, key, i as u64 + 1).await,
+            (i as u64 + 1, CacheStatus::Miss)
+        );
+    }
+    wait_until("the writes", Duration::from_secs(2), || {
+        la.stats().writes == 4
+    })
+    .await;
+    // The first lookup learns the cache's `clear` version with the entry; the next ones read the entry alone.
+    assert_eq!(
+        load(&b, "item:1", 0).await,
+        (1, CacheStatus::SecondLevelHit)
+    );
+    assert_eq!(
+        load(&b, "item:2", 0).await,
+        (2, CacheStatus::SecondLevelHit)
+    );
+    assert_eq!(counts.get(), (1, 1));
+
+    let received = |n| {
+        let lb = lb.clone();
+        move || lb.stats().bus_received >= n
+    };
+    // A key invalidated on A: its entry is gone from the store.
+    a.invalidate(&"item:3".to_owned());
+    wait_until(
+        "the key's invalidation",
+        Duration::from_secs(2),
+        received(1),
+    )
+    .await;
+    assert_eq!(load(&b, "item:3", 30).await, (30, CacheStatus::Miss));
+    // A tag invalidated on A: the entry is in the store, but its tag's version came over the bus.
+    a.invalidate_tag("items");
+    wait_until(
+        "the tag's invalidation",
+        Duration::from_secs(2),
+        received(2),
+    )
+    .await;
+    assert_eq!(load(&b, "item:4", 40).await, (40, CacheStatus::Miss));
+    // Written again after the invalidation: served (here to A, whose L1 the invalidation emptied).
+    wait_until("B's write", Duration::from_secs(2), || {
+        lb.stats().writes == 2
+    })
+    .await;
+    assert_eq!(
+        load(&a, "item:4", 0).await,
+        (40, CacheStatus::SecondLevelHit)
+    );
+    // A `clear` on A leaves the entries in the store; its version came over the bus.
+    a.clear();
+    wait_until("the clear", Duration::from_secs(2), received(3)).await;
+    assert_eq!(load(&b, "item:4", 41).await, (41, CacheStatus::Miss));
+    let stats = b.stats().second_level.unwrap();
+    assert_eq!(stats.rejected, 2, "{stats:?}");
+    assert_eq!(
+        counts.get(),
+        (1, 4),
+        "every lookup after the first read the entry alone"
+    );
+}
+
+/// A store emptied under a live bus (`FLUSHALL`: the subscriptions stay, the generation starts again from 0)
+/// is noticed by the first write it refuses, since lookups that read the entry alone do not see the
+/// generation; the node then writes and reads L2 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_emptied_under_a_live_bus_is_noticed_and_used_again() {
+    let store = MemoryLevel::new();
+    let prefix = unique_prefix("flushed");
+    let (la, lb) = (level(store.clone(), &prefix), level(store.clone(), &prefix));
+    wait_until("both buses", Duration::from_secs(2), || {
+        la.is_verified() && lb.is_verified()
+    })
+    .await;
+    let (a, b) = (cache(&la), cache(&lb));
+    for round in 0..5 {
+        a.invalidate_tag(&format!("other:{round}"));
+    }
+    wait_until("the invalidations", Duration::from_secs(2), || {
+        lb.stats().bus_received == 5
+    })
+    .await;
+    // B learns the cache's versions (so its next lookups read the entry alone).
+    assert_eq!(load(&b, "item:0", 1).await, (1, CacheStatus::Miss));
+    wait_until("the write", Duration::from_secs(2), || {
+        lb.stats().writes == 1
+    })
+    .await;
+
+    store.flush();
+    // Born under generation 5, which the emptied store has not reached: refused, and the reset noticed.
+    assert_eq!(load(&b, "item:1", 10).await, (10, CacheStatus::Miss));
+    wait_until("the refused write", Duration::from_secs(2), || {
+        lb.stats().writes_refused == 1
+    })
+    .await;
+    // Every entry written from now on is born under the store's new count.
+    assert_eq!(load(&b, "item:2", 20).await, (20, CacheStatus::Miss));
+    wait_until("the next write", Duration::from_secs(2), || {
+        lb.stats().writes == 2
+    })
+    .await;
+    assert_eq!(
+        load(&a, "item:2", 0).await,
+        (20, CacheStatus::SecondLevelHit)
+    );
 }
 
 /// A level whose breaker stays open for `OPEN_FOR`, long enough to watch it make no call.

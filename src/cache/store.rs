@@ -1143,6 +1143,9 @@ where
             let refresh = async move {
                 let inner = &*done.inner;
                 let born = inner.seq.now();
+                // The L2 generation before the loader runs: an invalidation during the load refuses the write.
+                #[cfg(feature = "redis")]
+                let l2_born = inner.l2.as_ref().map(|l2| l2.known_generation());
                 let started = inner.clock.now();
                 let result = run_loader(loader).await;
                 let elapsed = inner.clock.since(started);
@@ -1158,7 +1161,7 @@ where
                             if let Some(tags) = l2_tags
                                 && inner.dead_by(&stored).is_none()
                             {
-                                inner.write_back(&key, &stored, &tags, None);
+                                inner.write_back(&key, &stored, &tags, l2_born);
                             }
                             inner.install_refresh(&key, id, stored);
                         }

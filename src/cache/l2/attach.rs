@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::backend::{InvalidateOp, ReadKeys, WriteOp};
+use super::backend::{InvalidateOp, ReadKeys, ReadReply, WriteOp};
 use super::bus::MessageKind;
 use super::codec::Codec;
 use super::envelope::{self, DecodeError, TagKindByte};
@@ -22,6 +22,8 @@ pub(crate) struct CacheL2<V> {
     pub(crate) level: SecondLevel,
     /// `{prefix}{cache}:`.
     ns: String,
+    /// `{prefix}{cache}:clear`: the version of the cache's last `clear`.
+    clear_key: String,
     name: Arc<str>,
     /// `None`: invalidations only (values stay in L1).
     codec: Option<Arc<dyn Codec<V>>>,
@@ -41,6 +43,14 @@ pub(crate) struct Found<V> {
     pub(crate) stale_for: Duration,
 }
 
+/// What one lookup read besides the entry.
+enum Read {
+    /// The entry with its key's version, the cache's `clear` version and the generation.
+    Full(ReadReply),
+    /// The entry alone; the `clear` version is the one the bus vouches for.
+    Trusted { clear_version: u64 },
+}
+
 /// What an L2 lookup gave.
 pub(crate) enum Lookup<V> {
     Hit(Found<V>),
@@ -58,8 +68,10 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         name: Arc<str>,
         codec: Option<Arc<dyn Codec<V>>>,
     ) -> Self {
+        let ns = format!("{}{}:", level.shared.settings.prefix, name);
         CacheL2 {
-            ns: format!("{}{}:", level.shared.settings.prefix, name),
+            clear_key: format!("{ns}clear"),
+            ns,
             level,
             name,
             codec,
@@ -70,44 +82,74 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         }
     }
 
+    /// The highest generation this node has seen: the `born` of a value whose compute starts now, when no
+    /// lookup read one.
+    pub(crate) fn known_generation(&self) -> u64 {
+        self.level.shared.last_generation.load(Ordering::SeqCst)
+    }
+
     /// Whether values are stored in L2 (not only invalidations).
     pub(crate) fn stores_values(&self) -> bool {
         self.codec.is_some()
     }
 
+    fn entry_key(&self, key: &str) -> String {
+        format!("{}e:{key}", self.ns)
+    }
+
+    fn key_version_key(&self, key: &str) -> String {
+        format!("{}k:{key}", self.ns)
+    }
+
     fn read_keys(&self, key: &str) -> ReadKeys {
         ReadKeys {
-            entry: format!("{}e:{key}", self.ns),
-            key_version: format!("{}k:{key}", self.ns),
-            clear_version: format!("{}clear", self.ns),
+            entry: self.entry_key(key),
+            key_version: self.key_version_key(key),
+            clear_version: self.clear_key.clone(),
             generation: self.level.shared.generation_key.clone(),
         }
     }
 
-    fn version_key(&self, kind: TagKindByte, name: &str) -> String {
-        match kind {
-            TagKindByte::User => format!("{}t:{name}", self.ns),
-            TagKindByte::Prefix => format!("{}p:{name}", self.ns),
-        }
+    /// Writes the store key of a tag's or key prefix's version into `buffer` (reused across an entry's tags).
+    fn version_key_into<'b>(
+        &self,
+        buffer: &'b mut String,
+        kind: TagKindByte,
+        name: &str,
+    ) -> &'b str {
+        buffer.clear();
+        buffer.push_str(&self.ns);
+        buffer.push_str(match kind {
+            TagKindByte::User => "t:",
+            TagKindByte::Prefix => "p:",
+        });
+        buffer.push_str(name);
+        buffer
     }
 
-    fn miss(&self, generation: Option<u64>) -> Lookup<V> {
+    fn miss(&self, generation: u64) -> Lookup<V> {
         self.misses.fetch_add(1, Ordering::Relaxed);
-        Lookup::Miss(generation)
+        Lookup::Miss(Some(generation))
     }
 
     fn reject(&self, generation: u64) -> Lookup<V> {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        self.miss(Some(generation))
+        self.miss(generation)
     }
 
     fn corrupt(&self, generation: u64) -> Lookup<V> {
         self.corrupt.fetch_add(1, Ordering::Relaxed);
-        self.miss(Some(generation))
+        self.miss(generation)
     }
 
     /// Looks `key` up in L2 within the soft timeout: a value only if its envelope is sound, it is fresh, and
     /// no invalidation of its key, its tags, its key prefixes or its cache came after it was computed.
+    ///
+    /// While the bus vouches for this node's remembered versions (and the cache's `clear` version is among
+    /// them), the lookup reads the entry alone: a key's invalidation deletes its entry in the same atomic step
+    /// that raises the key's version, and the conditional write never stores an entry born before that
+    /// version, so an entry present in the store is never older than its key's last invalidation. Otherwise it
+    /// reads the entry with the key's, the cache's and the generation's versions in one round trip.
     pub(crate) async fn lookup(&self, key: &str) -> Lookup<V> {
         let Some(codec) = &self.codec else {
             return Lookup::Miss(None);
@@ -115,14 +157,36 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         let level = &*self.level.shared;
         let started = tokio::time::Instant::now();
         let soft = level.settings.soft_timeout;
-        let keys = self.read_keys(key);
-        let Ok(reply) = level.call(soft, level.backend.read(&keys)).await else {
-            return self.miss(None);
+        // Taken before the store is asked, so a value computed after a miss is never born later than it.
+        let known_generation = level.last_generation.load(Ordering::SeqCst);
+        let epoch = level.epoch.load(Ordering::SeqCst);
+        let trusted = level.trusted_epoch();
+        let (bytes, read) = match level.trusted_version(&self.clear_key, trusted) {
+            Some(clear_version) => {
+                let Ok(entry) = level
+                    .call(soft, level.backend.read_entry(&self.entry_key(key)))
+                    .await
+                else {
+                    return self.miss(known_generation);
+                };
+                (entry, Read::Trusted { clear_version })
+            }
+            None => {
+                let keys = self.read_keys(key);
+                let Ok(mut reply) = level.call(soft, level.backend.read(&keys)).await else {
+                    return self.miss(known_generation);
+                };
+                level.observe_generation(reply.generation);
+                level.remember_version(&self.clear_key, reply.clear_version, epoch);
+                (reply.entry.take(), Read::Full(reply))
+            }
         };
-        let generation = reply.generation;
-        level.observe_generation(generation);
-        let Some(bytes) = reply.entry else {
-            return self.miss(Some(generation));
+        let generation = match &read {
+            Read::Full(reply) => reply.generation,
+            Read::Trusted { .. } => known_generation,
+        };
+        let Some(bytes) = bytes else {
+            return self.miss(generation);
         };
         let envelope = match envelope::decode(&bytes) {
             Ok(envelope) if envelope.codec == codec.id() => envelope,
@@ -132,40 +196,38 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         };
         let now = unix_millis();
         let born = envelope.born;
-        if envelope.fresh_until_ms <= now
-            || born < level.floor.load(Ordering::SeqCst)
-            || born > generation
-            || reply.key_version > born
-            || reply.clear_version > born
-        {
+        let outdated = match &read {
+            Read::Full(reply) => {
+                born > reply.generation || reply.key_version > born || reply.clear_version > born
+            }
+            Read::Trusted { clear_version } => *clear_version > born,
+        };
+        if outdated || envelope.fresh_until_ms <= now || born < level.floor.load(Ordering::SeqCst) {
             return self.reject(generation);
         }
+        let mut buffer = String::with_capacity(self.ns.len() + 64);
         // This node's own invalidation of the key, its cache or one of its tags may still be on its way to the
         // store, whose versions do not show it yet: then the entry is not read.
         if level.has_pending() {
-            let tag_keys: Vec<String> = envelope
-                .tags
-                .iter()
-                .map(|&(kind, name)| self.version_key(kind, name))
-                .collect();
-            let own = [keys.key_version.as_str(), keys.clear_version.as_str()];
-            if level.any_pending(own.into_iter().chain(tag_keys.iter().map(String::as_str))) {
+            let mut own = vec![self.key_version_key(key), self.clear_key.clone()];
+            own.extend(
+                envelope
+                    .tags
+                    .iter()
+                    .map(|&(kind, name)| self.version_key_into(&mut buffer, kind, name).to_owned()),
+            );
+            if level.any_pending(own.iter().map(String::as_str)) {
                 return self.reject(generation);
             }
         }
         // Tag versions: remembered ones while the bus vouches for them, the rest read in one round trip.
-        let trusted = level.trusted_epoch();
-        let epoch = level.epoch.load(Ordering::SeqCst);
         let mut unknown = Vec::new();
         for &(kind, name) in &envelope.tags {
-            let version_key = self.version_key(kind, name);
-            match level.versions.get(&version_key) {
-                Some((version, at)) if Some(at) == trusted => {
-                    if version > born {
-                        return self.reject(generation);
-                    }
-                }
-                _ => unknown.push(version_key),
+            let version_key = self.version_key_into(&mut buffer, kind, name);
+            match level.trusted_version(version_key, trusted) {
+                Some(version) if version > born => return self.reject(generation),
+                Some(_) => {}
+                None => unknown.push(version_key.to_owned()),
             }
         }
         if !unknown.is_empty() {
@@ -173,12 +235,12 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
                 .saturating_sub(started.elapsed())
                 .max(Duration::from_millis(1));
             let Ok(versions) = level.call(left, level.backend.versions(&unknown)).await else {
-                return self.miss(Some(generation));
+                return self.miss(generation);
             };
             let mut stale = false;
-            for (version_key, version) in unknown.into_iter().zip(versions) {
+            for (version_key, version) in unknown.iter().zip(versions) {
                 stale |= version > born;
-                level.versions.insert(version_key, (version, epoch));
+                level.remember_version(version_key, version, epoch);
             }
             if stale {
                 return self.reject(generation);

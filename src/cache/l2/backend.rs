@@ -138,6 +138,8 @@ impl Subscription {
 pub trait L2Backend: Send + Sync + 'static {
     /// Reads an entry and the versions that judge it, in one round trip.
     fn read<'a>(&'a self, keys: &'a ReadKeys) -> BoxFuture<'a, Result<ReadReply, L2Error>>;
+    /// Reads an entry alone (`None` if absent): the lookup of a node whose bus vouches for the versions.
+    fn read_entry<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, L2Error>>;
     /// Reads integer versions (absent: 0), in one round trip.
     fn versions<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, L2Error>>;
     /// Performs a conditional write; answers whether it was stored.
@@ -280,6 +282,13 @@ impl L2Backend for MemoryLevel {
         })
     }
 
+    fn read_entry<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, L2Error>> {
+        Box::pin(async move {
+            self.enter().await?;
+            Ok(self.shared.state.lock().get(entry).cloned())
+        })
+    }
+
     fn versions<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, L2Error>> {
         Box::pin(async move {
             self.enter().await?;
@@ -396,6 +405,7 @@ mod tests {
         assert_eq!(bus.next().await.unwrap(), b"h|1|name");
         let reply = store.read(&keys()).await.unwrap();
         assert_eq!(reply, ReadReply::new(None, 1, 0, 1));
+        assert_eq!(store.read_entry("e").await.unwrap(), None);
         // A compute that started before the invalidation does not land.
         assert!(!store.write(&write).await.unwrap());
         assert!(
@@ -406,6 +416,10 @@ mod tests {
                 })
                 .await
                 .unwrap()
+        );
+        assert_eq!(
+            store.read_entry("e").await.unwrap().as_deref(),
+            Some(&b"v"[..])
         );
         assert_eq!(
             store.versions(&["kv".into(), "none".into()]).await.unwrap(),

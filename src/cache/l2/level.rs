@@ -117,6 +117,9 @@ pub(crate) struct LevelShared {
     pub(crate) last_generation: AtomicU64,
     /// Tag versions read from the store or the bus: redis key → (version, epoch when learned).
     pub(crate) versions: quick_cache::sync::Cache<String, (u64, u64)>,
+    /// Serializes updates of `versions` (a read of the old version, then the insert), so a version read from
+    /// the store never overwrites a newer one the bus brought meanwhile.
+    remembering: Mutex<()>,
     /// This node's own invalidations not yet recorded in the store: version key → how many are in flight. An
     /// L2 entry under one of these keys is not read until the store has the new version, so a node reads its
     /// own writes even from L2 (the bus brings them back later).
@@ -335,6 +338,7 @@ impl SecondLevelBuilder {
             floor: AtomicU64::new(0),
             last_generation: AtomicU64::new(0),
             versions: quick_cache::sync::Cache::new(self.version_cache),
+            remembering: Mutex::new(()),
             pending: Mutex::new(HashMap::new()),
             pending_count: AtomicUsize::new(0),
             targets: Mutex::new(Vec::new()),
@@ -444,6 +448,27 @@ impl LevelShared {
         self.healthy
             .load(Ordering::SeqCst)
             .then(|| self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// The remembered version at `key` if it may be trusted now (`trusted` from [`Self::trusted_epoch`]).
+    pub(crate) fn trusted_version(&self, key: &str, trusted: Option<u64>) -> Option<u64> {
+        let trusted = trusted?;
+        match self.versions.get(key) {
+            Some((version, at)) if at == trusted => Some(version),
+            _ => None,
+        }
+    }
+
+    /// Remembers `version` at `key`, learned in `epoch` (read from the store, or from the bus). Within one
+    /// epoch versions only rise: a read that started before an invalidation never hides it. A version of an
+    /// older epoch is replaced, so one from before a reset of the store does not outlive it.
+    pub(crate) fn remember_version(&self, key: &str, version: u64, epoch: u64) {
+        let _serial = self.remembering.lock();
+        let version = match self.versions.get(key) {
+            Some((known, at)) if at == epoch => known.max(version),
+            _ => version,
+        };
+        self.versions.insert(key.to_owned(), (version, epoch));
     }
 
     /// Notes a generation read from the store; a generation below the highest seen means the store was reset.
@@ -581,23 +606,18 @@ impl LevelShared {
             .bus_lag_sum
             .fetch_add(lag * 1000, Ordering::Relaxed);
         let epoch = self.epoch.load(Ordering::SeqCst);
+        let (prefix, cache) = (&self.settings.prefix, message.cache);
         let version_key = match message.kind {
-            MessageKind::Tag => Some(format!(
-                "{}{}:t:{}",
-                self.settings.prefix, message.cache, message.name
-            )),
+            MessageKind::Tag => Some(format!("{prefix}{cache}:t:{}", message.name)),
             MessageKind::Prefix => Some(format!(
-                "{}{}:p:{}",
-                self.settings.prefix,
-                message.cache,
+                "{prefix}{cache}:p:{}",
                 crate::cache::key::prefix_tag(message.name)
             )),
-            _ => None,
+            MessageKind::Clear => Some(format!("{prefix}{cache}:clear")),
+            MessageKind::Key | MessageKind::Heartbeat => None,
         };
         if let Some(key) = version_key {
-            let known = self.versions.get(&key).map_or(0, |(v, _)| v);
-            self.versions
-                .insert(key, (known.max(message.generation), epoch));
+            self.remember_version(&key, message.generation, epoch);
         }
         for target in self.targets() {
             if target.bus_name() == message.cache {
@@ -683,12 +703,23 @@ async fn writer(level: Weak<LevelShared>, mut queue: mpsc::Receiver<WriteOp>) {
         let limit = level.settings.hard_timeout;
         match level.call(limit, level.backend.write(&op)).await {
             Ok(true) => drop(level.counters.writes.fetch_add(1, Ordering::Relaxed)),
-            Ok(false) => drop(
+            Ok(false) => {
                 level
                     .counters
                     .writes_refused
-                    .fetch_add(1, Ordering::Relaxed),
-            ),
+                    .fetch_add(1, Ordering::Relaxed);
+                // Refused: an invalidation came after `born`, or the store was reset below it (its
+                // generation went back). Lookups that read the entry alone do not see the generation, so a
+                // reset shows here first.
+                let generation = std::slice::from_ref(&op.keys.generation);
+                if let Ok([generation]) = level
+                    .call(limit, level.backend.versions(generation))
+                    .await
+                    .as_deref()
+                {
+                    level.observe_generation(*generation);
+                }
+            }
             Err(_) => drop(
                 level
                     .counters
@@ -735,19 +766,17 @@ async fn publisher(level: Weak<LevelShared>, mut queue: mpsc::Receiver<Publish>)
                             .last_generation
                             .fetch_max(generation, Ordering::SeqCst);
                         level.counters.bus_sent.fetch_add(1, Ordering::Relaxed);
-                        // Remember the new tag and prefix versions now, before the bus brings them back, so
-                        // this node's L2 reads see its own invalidation as soon as it is no longer pending.
+                        // Remember the new tag, prefix and clear versions now, before the bus brings them
+                        // back, so this node's L2 reads see its own invalidation as soon as it is no longer
+                        // pending. (Key versions are not remembered: the invalidation deleted the entry.)
                         let ns = format!("{}{}:", level.settings.prefix, publish.cache);
                         let epoch = level.epoch.load(Ordering::SeqCst);
                         for key in &publish.op.set {
-                            let versioned = key.strip_prefix(&ns).is_some_and(|rest| {
-                                rest.starts_with("t:") || rest.starts_with("p:")
+                            let remembered = key.strip_prefix(&ns).is_some_and(|rest| {
+                                rest.starts_with("t:") || rest.starts_with("p:") || rest == "clear"
                             });
-                            if versioned {
-                                let known = level.versions.get(key).map_or(0, |(v, _)| v);
-                                level
-                                    .versions
-                                    .insert(key.clone(), (known.max(generation), epoch));
+                            if remembered {
+                                level.remember_version(key, generation, epoch);
                             }
                         }
                     }

@@ -176,6 +176,17 @@ impl L2Backend for RedisLevel {
         })
     }
 
+    fn read_entry<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, L2Error>> {
+        Box::pin(async move {
+            let mut connection = self.manager.clone();
+            redis::cmd("GET")
+                .arg(entry)
+                .query_async(&mut connection)
+                .await
+                .map_err(error)
+        })
+    }
+
     fn versions<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, L2Error>> {
         Box::pin(async move {
             if keys.is_empty() {
