@@ -93,12 +93,21 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         self.codec.is_some()
     }
 
+    /// `{ns}{kind}{key}`, built without the formatting machinery (this is on every lookup).
+    fn store_key(&self, kind: &str, key: &str) -> String {
+        let mut name = String::with_capacity(self.ns.len() + kind.len() + key.len());
+        name.push_str(&self.ns);
+        name.push_str(kind);
+        name.push_str(key);
+        name
+    }
+
     fn entry_key(&self, key: &str) -> String {
-        format!("{}e:{key}", self.ns)
+        self.store_key("e:", key)
     }
 
     fn key_version_key(&self, key: &str) -> String {
-        format!("{}k:{key}", self.ns)
+        self.store_key("k:", key)
     }
 
     fn read_keys(&self, key: &str) -> ReadKeys {
