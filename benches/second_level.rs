@@ -14,8 +14,10 @@
 //! - After the criterion groups (needs `REDIS_URL`): the invalidation fan-out on loopback, two nodes in one
 //!   process, 2,000 trials: time from `invalidate_tag` returning on A to B's L1 missing, p50/p99/max.
 //!
-//! Run: `REDIS_URL=redis://127.0.0.1:6379/ CARGO_TARGET_DIR=~/.cache/perfscope/target cargo bench
-//! --all-features --bench second_level`. Results and the machine: `docs/benchmarks.md`.
+//! Run: `REDIS_URL=redis://127.0.0.1:6379/ scripts/cpu-awake cargo bench --all-features --bench second_level`.
+//! Results and the machine: `docs/benchmarks.md`. `PERFSCOPE_L2_COUNT=variant:n` (`get`, `get_and_decode`,
+//! `l2_hit`, `l2_hit_arc`) runs `n` operations of one variant after the set-up, for callgrind
+//! (`valgrind --tool=callgrind --toggle-collect='*counted_ops*'`: the total divided by `n`).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -210,7 +212,15 @@ fn fill_l2<V>(
 
 /// An L1 miss served from Redis against a raw `GET` of the same entry (and the same `GET` followed by the
 /// decode of the value, what a cache written by hand on redis-rs does).
-fn bench_l2_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str) {
+///
+/// With `count` (`PERFSCOPE_L2_COUNT=variant:n`), runs only `n` operations of one variant after the set-up, for
+/// callgrind: the difference between two counts, divided by the difference of `n`, is the instructions of one.
+fn bench_l2_hit(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    url: &str,
+    count: Option<(&str, usize)>,
+) {
     let prefix = format!("bench-l2-{}:", std::process::id());
     let (writer, reader) = runtime.block_on(async {
         let writer = level(RedisLevel::open(url).unwrap(), &prefix);
@@ -277,13 +287,24 @@ fn bench_l2_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str)
             .unwrap()
     };
 
-    let mut group = c.benchmark_group("l2_hit");
-    group.throughput(Throughput::Elements(1));
     let mut i = 0;
     let mut next = move || {
         i = (i + 7919) % KEYS;
         i
     };
+    if let Some((variant, n)) = count {
+        let mut op: Box<dyn FnMut(usize)> = match variant {
+            "get" => Box::new(|i| drop(black_box(get(i)))),
+            "get_and_decode" => Box::new(|i| drop(black_box(get_and_decode(i)))),
+            "l2_hit" => Box::new(|i| drop(black_box(l2_hit(i)))),
+            "l2_hit_arc" => Box::new(|i| drop(black_box(l2_hit_shared(i)))),
+            other => panic!("PERFSCOPE_L2_COUNT: unknown variant {other:?}"),
+        };
+        counted_ops(n, &mut next, &mut *op);
+        return;
+    }
+    let mut group = c.benchmark_group("l2_hit");
+    group.throughput(Throughput::Elements(1));
     group.bench_function("redis_rs_get", |bencher| {
         bencher.iter(|| black_box(get(next())))
     });
@@ -363,15 +384,27 @@ fn bench_l2_hit(c: &mut Criterion, runtime: &tokio::runtime::Runtime, url: &str)
         ratio(3),
     );
     let after = reader.stats();
-    let stats = b.stats().second_level.unwrap();
+    let (stats, shared) = (
+        b.stats().second_level.unwrap(),
+        b_shared.stats().second_level.unwrap(),
+    );
     println!(
-        "l2_hit: {} L2 hits, {} misses, {} calls, {} errors, {} timeouts in the run",
-        stats.hits,
-        stats.misses,
+        "l2_hit: {} L2 hits, {} misses, {} store calls, {} errors, {} timeouts in the run (both caches)",
+        stats.hits + shared.hits,
+        stats.misses + shared.misses,
         after.calls - before.calls,
         after.errors - before.errors,
         after.timeouts - before.timeouts,
     );
+}
+
+/// The operations counted under `PERFSCOPE_L2_COUNT`: callgrind's `--toggle-collect=*counted_ops*` counts
+/// this function alone, without the set-up.
+#[inline(never)]
+fn counted_ops(n: usize, next: &mut dyn FnMut() -> usize, op: &mut dyn FnMut(usize)) {
+    for _ in 0..n {
+        op(next());
+    }
 }
 
 fn bench_codec(c: &mut Criterion) {
@@ -461,10 +494,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if let Ok(spec) = std::env::var("PERFSCOPE_L2_COUNT") {
+        let url = redis
+            .as_deref()
+            .expect("PERFSCOPE_L2_COUNT needs REDIS_URL");
+        let (variant, n) = spec
+            .split_once(':')
+            .and_then(|(variant, n)| Some((variant, n.parse().ok()?)))
+            .expect("PERFSCOPE_L2_COUNT=variant:n");
+        bench_l2_hit(&mut criterion, &current, url, Some((variant, n)));
+        return;
+    }
     bench_l1_hit(&mut criterion, &current, redis.as_deref());
     bench_codec(&mut criterion);
     if let Some(url) = redis.as_deref() {
-        bench_l2_hit(&mut criterion, &current, url);
+        bench_l2_hit(&mut criterion, &current, url, None);
         // The fan-out needs the subscriber to run while the reader polls: two workers.
         let multi = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
