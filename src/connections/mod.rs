@@ -32,7 +32,8 @@
 //!
 //! # How connections end
 //! The wrapper knows three facts when a connection is dropped: whether its first head was complete, whether
-//! the client closed it (a read returned end of file or an error), and whether the server wrote anything.
+//! the client closed it (a read returned end of file or an error), and whether the server wrote anything; and
+//! a fourth when the server tells it: that it closed the connection to stay within its connection limit.
 //!
 //! | reason | first head | who ended it | typical cause |
 //! |---|---|---|---|
@@ -42,6 +43,7 @@
 //! | `head_abandoned` | incomplete, some bytes | client | a client that gave up mid-head, a slowloris leaving |
 //! | `refused` | incomplete | server, after writing | hyper's automatic 431 (head too large), 414, 400 |
 //! | `empty` | no byte | client | port probes, preconnects never used |
+//! | `shed` | any | server, at its limit | an accept loop making room ([`TrackedIo::mark_shed`]) |
 //!
 //! `refused` counts the connections that hyper answered and closed before a request reached the router:
 //! no route, no request ID, no monitor record. Its limits: a head that is complete (has its blank line) but

@@ -37,9 +37,12 @@ pub(crate) enum CloseReason {
     Refused,
     /// The client closed it without sending a byte.
     Empty,
+    /// The server closed it to stay within its connection limit (marked with
+    /// [`TrackedIo::mark_shed`](super::TrackedIo::mark_shed)), whatever its head.
+    Shed,
 }
 
-const REASONS: usize = 6;
+const REASONS: usize = 7;
 
 impl CloseReason {
     fn index(self) -> usize {
@@ -137,6 +140,7 @@ impl ListenerState {
                 head_abandoned: closed(CloseReason::HeadAbandoned),
                 refused: closed(CloseReason::Refused),
                 empty: closed(CloseReason::Empty),
+                shed: closed(CloseReason::Shed),
             },
         }
     }
@@ -372,6 +376,9 @@ mod tests {
         assert_eq!(view.closed.head_timeout, 1);
         assert_eq!(view.closed.refused, 1);
         assert_eq!(view.accepted_total, 3);
+        let d = l.opened(t0);
+        l.closed(d, true, CloseReason::Shed);
+        assert_eq!(l.view(t0).closed.shed, 1);
     }
 
     #[test]
