@@ -72,12 +72,15 @@ impl ListenerState {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_open.fetch_max(open, Ordering::Relaxed);
+        let open_total = self.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
         let pending = {
             let mut pending = self.pending.lock();
             pending.insert(id, now);
             pending.len()
         };
-        self.shared.warnings.check(&self.name, pending, now);
+        self.shared
+            .warnings
+            .check(&self.name, pending, open_total, now);
         id
     }
 
@@ -94,6 +97,7 @@ impl ListenerState {
             remove_pending(&mut self.pending.lock(), id);
         }
         self.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(counter) = self.closed.get(reason.index()) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -187,9 +191,11 @@ impl Default for ConnectionsConfig {
     }
 }
 
-/// What all listeners of a handle share: the settings and the warnings' rate limits.
+/// What all listeners of a handle share: the connections open on all of them, the settings and the warnings'
+/// rate limits.
 #[derive(Debug)]
 struct Shared {
+    open: AtomicU64,
     warnings: Warnings,
 }
 
@@ -205,6 +211,7 @@ impl Connections {
         Connections {
             listeners: Mutex::new(Vec::new()),
             shared: Arc::new(Shared {
+                open: AtomicU64::new(0),
                 warnings: Warnings::new(config),
             }),
         }
@@ -256,8 +263,10 @@ impl Connections {
 struct Warnings {
     config: ConnectionsConfig,
     epoch: Instant,
-    /// Milliseconds since `epoch` of the last open-files check; checked at most once a second.
+    /// Milliseconds since `epoch` of the last read of the open-file limit; read at most once a second.
     last_fd_check_ms: AtomicU64,
+    /// The open-file limit last read (0 when unknown or unlimited).
+    max_fds: AtomicU64,
     last_head_warning_ms: AtomicU64,
     last_fd_warning_ms: AtomicU64,
     suppressed: AtomicU64,
@@ -272,6 +281,7 @@ impl Warnings {
             config,
             epoch: Instant::now(),
             last_fd_check_ms: AtomicU64::new(0),
+            max_fds: AtomicU64::new(0),
             last_head_warning_ms: AtomicU64::new(0),
             last_fd_warning_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -289,9 +299,12 @@ impl Warnings {
             .is_ok()
     }
 
-    /// Called at each accept: warns when `pending` connections of `listener` are reading their head, and,
-    /// at most once a second, when the process's open files pass the share of their limit.
-    fn check(&self, listener: &str, pending: usize, now: Instant) {
+    /// Called at each accept: warns when `pending` connections of `listener` are reading their head, and when
+    /// the `open` connections of all listeners reach the share of the open-file limit (read at most once a
+    /// second). Each connection is a file descriptor; counting them costs nothing, where listing
+    /// `/proc/self/fd` takes tens of milliseconds at 20,000 descriptors, which the accepting task cannot spend
+    /// during the very attack the warning is about. The snapshot still lists them (`ProcessStats::open_fds`).
+    fn check(&self, listener: &str, pending: usize, open: u64, now: Instant) {
         let now_ms = micros(now.saturating_duration_since(self.epoch)) / 1_000 + 1;
         if pending >= self.config.head_pending_warning
             && self.allow(&self.last_head_warning_ms, now_ms)
@@ -305,28 +318,26 @@ impl Warnings {
             );
         }
         let last = self.last_fd_check_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < FD_CHECK_INTERVAL_MS
-            || self
+        if now_ms.saturating_sub(last) >= FD_CHECK_INTERVAL_MS
+            && self
                 .last_fd_check_ms
                 .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
+                .is_ok()
         {
-            return;
+            self.max_fds
+                .store(crate::process::max_fds().unwrap_or(0), Ordering::Relaxed);
         }
-        let (Some(open), Some(max)) = (crate::process::open_fds(), crate::process::max_fds())
-        else {
-            return;
-        };
+        let max = self.max_fds.load(Ordering::Relaxed);
         if max > 0
             && open as f64 >= self.config.open_files_warning_ratio * max as f64
             && self.allow(&self.last_fd_warning_ms, now_ms)
         {
             tracing::warn!(
                 target: "perfscope::connections",
-                open_fds = open,
+                open_connections = open,
                 max_fds = max,
-                "the process has {open} files open of its limit of {max}: new connections will soon be \
-                 refused; limit concurrent connections or raise RLIMIT_NOFILE"
+                "{open} connections are open, each a file, against the process's open-file limit of {max}: new \
+                 connections will soon be refused; limit concurrent connections or raise RLIMIT_NOFILE"
             );
         }
     }
@@ -411,10 +422,39 @@ mod tests {
             open_files_warning_ratio: 0.8,
         });
         let t0 = Instant::now();
-        warnings.check("http", 5, t0);
-        warnings.check("http", 5, t0 + Duration::from_secs(1));
+        warnings.check("http", 5, 0, t0);
+        warnings.check("http", 5, 0, t0 + Duration::from_secs(1));
         assert_eq!(warnings.suppressed.load(Ordering::Relaxed), 1);
-        warnings.check("http", 5, t0 + Duration::from_secs(62));
+        warnings.check("http", 5, 0, t0 + Duration::from_secs(62));
         assert_eq!(warnings.suppressed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_open_files_warning_counts_connections_against_the_limit() {
+        let warnings = Warnings::new(ConnectionsConfig {
+            head_pending_warning: usize::MAX,
+            open_files_warning_ratio: 0.8,
+        });
+        let t0 = Instant::now();
+        // The limit as if just read: 100 files.
+        warnings.last_fd_check_ms.store(1, Ordering::Relaxed);
+        warnings.max_fds.store(100, Ordering::Relaxed);
+        warnings.check("http", 0, 79, t0);
+        assert_eq!(warnings.last_fd_warning_ms.load(Ordering::Relaxed), 0);
+        warnings.check("http", 0, 80, t0);
+        assert_ne!(warnings.last_fd_warning_ms.load(Ordering::Relaxed), 0);
+        warnings.check("http", 0, 90, t0);
+        assert_eq!(warnings.suppressed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn open_connections_are_counted_across_listeners() {
+        let connections = Connections::new(ConnectionsConfig::default());
+        let (a, b) = (connections.listener("a"), connections.listener("b"));
+        let t0 = Instant::now();
+        let ids = [a.opened(t0), b.opened(t0), b.opened(t0)];
+        assert_eq!(connections.shared.open.load(Ordering::Relaxed), 3);
+        a.closed(ids[0], true, CloseReason::Empty);
+        assert_eq!(connections.shared.open.load(Ordering::Relaxed), 2);
     }
 }
