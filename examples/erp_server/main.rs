@@ -187,7 +187,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let addr = std::env::var("ERP_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let limits = server::Limits::from_env()?;
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = server::bind(&addr).await?;
     let local = listener.local_addr()?;
     print_banner(local, &admin_mode, mode);
     if let Some(line) = fleet.describe() {
