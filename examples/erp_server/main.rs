@@ -36,6 +36,7 @@ mod db;
 mod error;
 mod fleet;
 mod login_limit;
+mod memory;
 mod mode;
 mod pagination;
 mod password;
@@ -83,6 +84,9 @@ enum AdminMode {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The allocator set up to give memory back after a burst of connections (module `memory`).
+    memory::configure();
+
     // Which of perfscope's layers to use; read first, so a wrong value stops the server before any work.
     let mode = PerfscopeMode::from_env()?;
 

@@ -16,6 +16,8 @@
 //!   sent a request, the new one is closed at once (a reset the client can retry). perfscope counts both as
 //!   `shed` (`TrackedIo::mark_shed`).
 //! - **Listen backlog** ([`LISTEN_BACKLOG`]): 4,096 connections queued by the kernel for the accept loop.
+//! - **Memory after a burst**: once the open connections have fallen back (to half their highest and by
+//!   [`RELEASE_AFTER_CLOSED`] at least), the allocator's free pages go back to the system (module `memory`).
 //! - **Graceful shutdown**: on the shutdown signal the loop stops accepting, asks every connection to finish its
 //!   current request and close, and waits for them (at most [`SHUTDOWN_GRACE`]).
 //!
@@ -25,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,6 +43,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
+
+use crate::memory;
 
 /// Longest time a client may take to send a request head (and longest idle time between two requests).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,12 +62,17 @@ const RESERVED_FILES: u64 = 256;
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// At most one warning per this period about shed connections or accept errors.
 const WARNING_PERIOD: Duration = Duration::from_secs(10);
+/// The fall in open connections (from their highest since the last release, and to half of it at most) after
+/// which the allocator's free memory goes back to the system: about 1 MiB of hyper's buffers.
+pub(crate) const RELEASE_AFTER_CLOSED: usize = 64;
 /// Longest wait of the accept loop for the permit of a connection it shed (it closes as soon as its task runs).
 const SHED_WAIT: Duration = Duration::from_millis(100);
 /// Connections the kernel queues for the accept loop (capped by `net.core.somaxconn`, 4096 by default): the
 /// 128 of `TcpListener::bind` overflow under a burst of connections, and a client whose handshake finds the
 /// queue full waits a SYN retransmission (1 s) before it is even accepted.
 pub(crate) const LISTEN_BACKLOG: u32 = 4096;
+/// How often the open connections are compared with their highest.
+const RELEASE_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// The server's limits that depend on the machine.
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +170,12 @@ pub(crate) async fn serve(
 
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let waiting = Arc::new(Waiting::default());
+    let highest = Arc::new(AtomicUsize::new(0));
+    let release = tokio::spawn(release_memory_after_bursts(
+        Arc::clone(&connections),
+        limits.max_connections,
+        Arc::clone(&highest),
+    ));
     let (stop, stopping) = watch::channel(false);
     let mut shed = Throttled::new();
     let mut accept_errors = Throttled::new();
@@ -223,6 +238,10 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        let open = limits
+            .max_connections
+            .saturating_sub(connections.available_permits());
+        highest.fetch_max(open, Ordering::Relaxed);
         if let Err(error) = stream.get_ref().set_nodelay(true) {
             tracing::debug!(%error, %peer, "cannot set TCP_NODELAY");
         }
@@ -243,6 +262,7 @@ pub(crate) async fn serve(
     // Stop accepting (the kernel refuses new connections once the listener is closed), ask every connection to
     // close after its current request, and wait for all of them: each holds a permit until it ends.
     drop(listener);
+    release.abort();
     stop.send_replace(true);
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     match tokio::time::timeout(SHUTDOWN_GRACE, connections.acquire_many(all)).await {
@@ -381,6 +401,41 @@ impl Drop for Listed<'_> {
     }
 }
 
+/// Gives the allocator's free memory back (module `memory`) each time the open connections have fallen to half
+/// their highest since the last time, and by [`RELEASE_AFTER_CLOSED`] at least. The accept loop raises
+/// `highest`; this task looks every [`RELEASE_CHECK_PERIOD`].
+async fn release_memory_after_bursts(
+    connections: Arc<Semaphore>,
+    max_connections: usize,
+    highest: Arc<AtomicUsize>,
+) {
+    let mut period = tokio::time::interval(RELEASE_CHECK_PERIOD);
+    period.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        period.tick().await;
+        let open = max_connections.saturating_sub(connections.available_permits());
+        let high = highest.load(Ordering::Relaxed).max(open);
+        if should_release(high, open) {
+            highest.store(open, Ordering::Relaxed);
+            let started = Instant::now();
+            let released = tokio::task::spawn_blocking(memory::release_free_memory).await;
+            tracing::debug!(
+                from = high,
+                open,
+                released = released.unwrap_or(false),
+                elapsed = ?started.elapsed(),
+                "connections fell back: free memory given back"
+            );
+        }
+    }
+}
+
+/// Whether open connections falling from `high` to `open` is a burst passed: to half at most, and by
+/// [`RELEASE_AFTER_CLOSED`] at least.
+fn should_release(high: usize, open: usize) -> bool {
+    high.saturating_sub(open) >= RELEASE_AFTER_CLOSED && open <= high / 2
+}
+
 /// Counts events and says when a warning about them is due: at most once per [`WARNING_PERIOD`].
 struct Throttled {
     count: u64,
@@ -420,6 +475,16 @@ mod tests {
 
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn memory_goes_back_once_connections_have_fallen_by_half() {
+        assert!(!should_release(0, 0));
+        assert!(!should_release(50, 0), "a fall under RELEASE_AFTER_CLOSED");
+        assert!(should_release(RELEASE_AFTER_CLOSED, 0));
+        assert!(!should_release(20_000, 10_001), "not yet half");
+        assert!(should_release(20_000, 10_000));
+        assert!(!should_release(100, 120), "rising");
+    }
 
     #[test]
     fn the_oldest_connection_still_waiting_is_shed_first() {
