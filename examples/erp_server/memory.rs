@@ -1,9 +1,9 @@
 //! Memory given back to the system after a burst of connections (Linux with glibc; a no-op elsewhere).
 //!
 //! An open connection costs about 17 KiB here, most of it hyper's two buffers (8 KiB to read the head, 8 KiB
-//! to write the response head), allocated in small pieces: 20,000 half-sent heads take some 350 MB. When they
-//! close, glibc's `malloc` keeps the freed pages for later (it gives back only the free space at the very top
-//! of each heap, and the freed buffers lie between pieces still in use), so the process stays at its peak.
+//! to write the response head): 20,000 half-sent heads take 300 to 350 MB. When they close, glibc's `malloc`
+//! keeps the freed pages for later (it gives back only the free space at the very top of each heap, and the
+//! freed buffers lie between small allocations still in use), so the process stays at its peak.
 //! Two settings of glibc's own bring it back to its level before the burst:
 //!
 //! - [`configure`], at start: `mallopt(M_MXFAST, 0)` turns off the "fast bins", which keep small freed
