@@ -226,8 +226,8 @@ impl PerfscopeBuilder {
         self
     }
 
-    /// The share of the open-files limit (`RLIMIT_NOFILE`) from which a warning is logged, between 0 and 1
-    /// (default 0.8; see [`crate::connections`]).
+    /// The share of the open-files limit (`RLIMIT_NOFILE`) that the open connections (each a file descriptor)
+    /// reach when a warning is logged, between 0 and 1 (default 0.8; see [`crate::connections`]).
     ///
     /// ```
     /// let perf = perfscope::Perfscope::builder().open_files_warning_ratio(0.9).build().unwrap();

@@ -383,4 +383,8 @@ pub struct ClosedConnections {
     pub refused: u64,
     /// Closed by the client without sending a byte.
     pub empty: u64,
+    /// Closed by the server to stay within its connection limit: an accept loop at its limit closing the oldest
+    /// connection still sending its first head to admit a new one, or the new one when none is (marked with
+    /// [`TrackedIo::mark_shed`](crate::connections::TrackedIo::mark_shed)).
+    pub shed: u64,
 }

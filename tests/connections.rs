@@ -252,6 +252,45 @@ async fn a_header_read_timeout_is_counted_head_timeout() {
     promtool_check(&perf.prometheus());
 }
 
+/// An accept loop at its connection limit closes a stalled connection to admit a new one, and marks it: it is
+/// counted `shed`, not `head_timeout`, and exported with `reason="shed"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_marked_shed_is_counted_shed_whatever_its_head() {
+    let _serial = SERIAL.lock().await;
+    let perf = Perfscope::builder().build().unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let connections = perf.connections("public");
+
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(HALF_HEAD).await.unwrap();
+    let (stream, _) = tcp.accept().await.unwrap();
+    let mut io = connections.track(stream);
+    let mut buf = [0; 256];
+    let n = io.read(&mut buf).await.unwrap();
+    assert!(n > 0 && io.head_pending(), "{n} bytes");
+    assert_eq!(listener(&perf).head_pending, 1);
+    io.mark_shed();
+    drop(io);
+
+    // The client sees the server's close; the connection is counted once, as shed.
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest).await;
+    assert!(rest.is_empty());
+    let l = listener(&perf);
+    assert_eq!((l.open, l.head_pending, l.accepted_total), (0, 0, 1));
+    assert_eq!(l.closed.shed, 1, "{l:?}");
+    assert_eq!(l.closed.head_timeout + l.closed.head_abandoned, 0, "{l:?}");
+    let text = perf.prometheus();
+    assert!(
+        text.contains(
+            "perfscope_http_server_connections_closed_total{listener=\"public\",reason=\"shed\"} 1\n"
+        ),
+        "{text}"
+    );
+    promtool_check(&text);
+}
+
 /// A client that announces `Content-Length: 1000`, sends 10 bytes and leaves: the handler's read fails and
 /// axum answers 400, but no one receives it: the outcome is `cancelled`, not `client_error`. A body that
 /// arrives whole and is refused stays `client_error`.

@@ -36,6 +36,7 @@ mod db;
 mod error;
 mod fleet;
 mod login_limit;
+mod memory;
 mod mode;
 mod pagination;
 mod password;
@@ -83,6 +84,9 @@ enum AdminMode {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The allocator set up to give memory back after a burst of connections (module `memory`).
+    memory::configure();
+
     // Which of perfscope's layers to use; read first, so a wrong value stops the server before any work.
     let mode = PerfscopeMode::from_env()?;
 
@@ -187,7 +191,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let addr = std::env::var("ERP_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
     let limits = server::Limits::from_env()?;
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = server::bind(&addr).await?;
     let local = listener.local_addr()?;
     print_banner(local, &admin_mode, mode);
     if let Some(line) = fleet.describe() {

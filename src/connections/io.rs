@@ -44,6 +44,7 @@ impl<T> TrackedIo<T> {
                 bytes_read: 0,
                 wrote: false,
                 client_closed: false,
+                shed: false,
             },
         }
     }
@@ -61,6 +62,25 @@ impl<T> TrackedIo<T> {
     /// Whether the connection's first request head is still incomplete.
     pub fn head_pending(&self) -> bool {
         !self.guard.head.done
+    }
+
+    /// Counts the connection `shed` when it ends, whatever its head and whoever closes it: the server is
+    /// closing it to stay within its connection limit. For an accept loop that, at its limit, closes the
+    /// oldest connection still sending its first head to admit a new one (or closes the new one).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let perf = perfscope::Perfscope::builder().build().unwrap();
+    /// let (client, server) = tokio::io::duplex(64);
+    /// let mut io = perf.connections("public").track(server);
+    /// io.mark_shed();
+    /// drop((io, client));
+    /// assert_eq!(perf.snapshot().connections.listeners[0].closed.shed, 1);
+    /// # }
+    /// ```
+    pub fn mark_shed(&mut self) {
+        self.guard.shed = true;
     }
 }
 
@@ -117,6 +137,7 @@ struct Guard {
     bytes_read: u64,
     wrote: bool,
     client_closed: bool,
+    shed: bool,
 }
 
 impl Guard {
@@ -133,6 +154,9 @@ impl Guard {
     }
 
     fn reason(&self) -> CloseReason {
+        if self.shed {
+            return CloseReason::Shed;
+        }
         match (self.head.done, self.client_closed) {
             (true, true) => CloseReason::ClientClosed,
             (true, false) => CloseReason::ServerClosed,

@@ -32,7 +32,8 @@
 //!
 //! # How connections end
 //! The wrapper knows three facts when a connection is dropped: whether its first head was complete, whether
-//! the client closed it (a read returned end of file or an error), and whether the server wrote anything.
+//! the client closed it (a read returned end of file or an error), and whether the server wrote anything; and
+//! a fourth when the server tells it: that it closed the connection to stay within its connection limit.
 //!
 //! | reason | first head | who ended it | typical cause |
 //! |---|---|---|---|
@@ -42,6 +43,7 @@
 //! | `head_abandoned` | incomplete, some bytes | client | a client that gave up mid-head, a slowloris leaving |
 //! | `refused` | incomplete | server, after writing | hyper's automatic 431 (head too large), 414, 400 |
 //! | `empty` | no byte | client | port probes, preconnects never used |
+//! | `shed` | any | server, at its limit | an accept loop making room ([`TrackedIo::mark_shed`]) |
 //!
 //! `refused` counts the connections that hyper answered and closed before a request reached the router:
 //! no route, no request ID, no monitor record. Its limits: a head that is complete (has its blank line) but
@@ -59,8 +61,10 @@
 //! # Warnings
 //! At each accept, a warning is logged (target `perfscope::connections`, at most once a minute each) when
 //! the listener has [`head_pending_warning`](crate::PerfscopeBuilder::head_pending_warning) connections or
-//! more still sending their head, or, checked at most once a second, when the process's open files reach
-//! [`open_files_warning_ratio`](crate::PerfscopeBuilder::open_files_warning_ratio) of their limit.
+//! more still sending their head, or when the connections open on all listeners (each a file descriptor)
+//! reach [`open_files_warning_ratio`](crate::PerfscopeBuilder::open_files_warning_ratio) of the open-file
+//! limit (read at most once a second). The accept path never lists `/proc/self/fd`: at 20,000 descriptors
+//! that takes tens of milliseconds, during which no connection is accepted.
 //!
 //! # Cardinality
 //! At most [`MAX_LISTENERS`] listener names; later ones share [`OVERFLOW_LISTENER`].

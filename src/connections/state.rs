@@ -37,9 +37,12 @@ pub(crate) enum CloseReason {
     Refused,
     /// The client closed it without sending a byte.
     Empty,
+    /// The server closed it to stay within its connection limit (marked with
+    /// [`TrackedIo::mark_shed`](super::TrackedIo::mark_shed)), whatever its head.
+    Shed,
 }
 
-const REASONS: usize = 6;
+const REASONS: usize = 7;
 
 impl CloseReason {
     fn index(self) -> usize {
@@ -69,18 +72,21 @@ impl ListenerState {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_open.fetch_max(open, Ordering::Relaxed);
+        let open_total = self.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
         let pending = {
             let mut pending = self.pending.lock();
             pending.insert(id, now);
             pending.len()
         };
-        self.shared.warnings.check(&self.name, pending, now);
+        self.shared
+            .warnings
+            .check(&self.name, pending, open_total, now);
         id
     }
 
     /// The first request head of connection `id`, accepted at `accepted`, is complete.
     pub(crate) fn head_complete(&self, id: u64, accepted: Instant, now: Instant) {
-        self.pending.lock().remove(&id);
+        remove_pending(&mut self.pending.lock(), id);
         self.head_read
             .record(now.saturating_duration_since(accepted));
     }
@@ -88,9 +94,10 @@ impl ListenerState {
     /// Connection `id` ended; `head_pending` when its first head never completed.
     pub(crate) fn closed(&self, id: u64, head_pending: bool, reason: CloseReason) {
         if head_pending {
-            self.pending.lock().remove(&id);
+            remove_pending(&mut self.pending.lock(), id);
         }
         self.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(counter) = self.closed.get(reason.index()) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -137,8 +144,24 @@ impl ListenerState {
                 head_abandoned: closed(CloseReason::HeadAbandoned),
                 refused: closed(CloseReason::Refused),
                 empty: closed(CloseReason::Empty),
+                shed: closed(CloseReason::Shed),
             },
         }
+    }
+}
+
+/// Capacity of the head-pending table kept whatever its length (about 30 KiB).
+const PENDING_KEPT_CAPACITY: usize = 1_024;
+
+/// Removes `id` from the head-pending table, and gives back the table's memory once a burst has passed: a
+/// table that held 20,000 stalled connections keeps their 800 KiB otherwise (a map never shrinks by itself).
+/// Shrinking to twice the length when the length falls under an eighth of the capacity costs one rehash per
+/// halving of a burst, never one per connection.
+fn remove_pending(pending: &mut HashMap<u64, Instant>, id: u64) {
+    pending.remove(&id);
+    let capacity = pending.capacity();
+    if capacity > PENDING_KEPT_CAPACITY && pending.len() < capacity / 8 {
+        pending.shrink_to(PENDING_KEPT_CAPACITY.max(pending.len() * 2));
     }
 }
 
@@ -168,9 +191,11 @@ impl Default for ConnectionsConfig {
     }
 }
 
-/// What all listeners of a handle share: the settings and the warnings' rate limits.
+/// What all listeners of a handle share: the connections open on all of them, the settings and the warnings'
+/// rate limits.
 #[derive(Debug)]
 struct Shared {
+    open: AtomicU64,
     warnings: Warnings,
 }
 
@@ -186,6 +211,7 @@ impl Connections {
         Connections {
             listeners: Mutex::new(Vec::new()),
             shared: Arc::new(Shared {
+                open: AtomicU64::new(0),
                 warnings: Warnings::new(config),
             }),
         }
@@ -237,8 +263,10 @@ impl Connections {
 struct Warnings {
     config: ConnectionsConfig,
     epoch: Instant,
-    /// Milliseconds since `epoch` of the last open-files check; checked at most once a second.
+    /// Milliseconds since `epoch` of the last read of the open-file limit; read at most once a second.
     last_fd_check_ms: AtomicU64,
+    /// The open-file limit last read (0 when unknown or unlimited).
+    max_fds: AtomicU64,
     last_head_warning_ms: AtomicU64,
     last_fd_warning_ms: AtomicU64,
     suppressed: AtomicU64,
@@ -253,6 +281,7 @@ impl Warnings {
             config,
             epoch: Instant::now(),
             last_fd_check_ms: AtomicU64::new(0),
+            max_fds: AtomicU64::new(0),
             last_head_warning_ms: AtomicU64::new(0),
             last_fd_warning_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -270,9 +299,12 @@ impl Warnings {
             .is_ok()
     }
 
-    /// Called at each accept: warns when `pending` connections of `listener` are reading their head, and,
-    /// at most once a second, when the process's open files pass the share of their limit.
-    fn check(&self, listener: &str, pending: usize, now: Instant) {
+    /// Called at each accept: warns when `pending` connections of `listener` are reading their head, and when
+    /// the `open` connections of all listeners reach the share of the open-file limit (read at most once a
+    /// second). Each connection is a file descriptor; counting them costs nothing, where listing
+    /// `/proc/self/fd` takes tens of milliseconds at 20,000 descriptors, which the accepting task cannot spend
+    /// during the very attack the warning is about. The snapshot still lists them (`ProcessStats::open_fds`).
+    fn check(&self, listener: &str, pending: usize, open: u64, now: Instant) {
         let now_ms = micros(now.saturating_duration_since(self.epoch)) / 1_000 + 1;
         if pending >= self.config.head_pending_warning
             && self.allow(&self.last_head_warning_ms, now_ms)
@@ -286,28 +318,26 @@ impl Warnings {
             );
         }
         let last = self.last_fd_check_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < FD_CHECK_INTERVAL_MS
-            || self
+        if now_ms.saturating_sub(last) >= FD_CHECK_INTERVAL_MS
+            && self
                 .last_fd_check_ms
                 .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
+                .is_ok()
         {
-            return;
+            self.max_fds
+                .store(crate::process::max_fds().unwrap_or(0), Ordering::Relaxed);
         }
-        let (Some(open), Some(max)) = (crate::process::open_fds(), crate::process::max_fds())
-        else {
-            return;
-        };
+        let max = self.max_fds.load(Ordering::Relaxed);
         if max > 0
             && open as f64 >= self.config.open_files_warning_ratio * max as f64
             && self.allow(&self.last_fd_warning_ms, now_ms)
         {
             tracing::warn!(
                 target: "perfscope::connections",
-                open_fds = open,
+                open_connections = open,
                 max_fds = max,
-                "the process has {open} files open of its limit of {max}: new connections will soon be \
-                 refused; limit concurrent connections or raise RLIMIT_NOFILE"
+                "{open} connections are open, each a file, against the process's open-file limit of {max}: new \
+                 connections will soon be refused; limit concurrent connections or raise RLIMIT_NOFILE"
             );
         }
     }
@@ -357,6 +387,32 @@ mod tests {
         assert_eq!(view.closed.head_timeout, 1);
         assert_eq!(view.closed.refused, 1);
         assert_eq!(view.accepted_total, 3);
+        let d = l.opened(t0);
+        l.closed(d, true, CloseReason::Shed);
+        assert_eq!(l.view(t0).closed.shed, 1);
+    }
+
+    #[test]
+    fn the_pending_table_gives_back_its_memory_after_a_burst() {
+        let connections = Connections::new(ConnectionsConfig::default());
+        let l = connections.listener("http");
+        let t0 = Instant::now();
+        let ids: Vec<u64> = (0..20_000).map(|_| l.opened(t0)).collect();
+        let burst = l.pending.lock().capacity();
+        assert!(burst >= 20_000);
+        for (i, id) in ids.iter().enumerate() {
+            if i % 2 == 0 {
+                l.head_complete(*id, t0, t0);
+            } else {
+                l.closed(*id, true, CloseReason::HeadTimeout);
+            }
+            // Never shrunk below what it holds, nor while it is more than an eighth full.
+            let pending = l.pending.lock();
+            assert!(pending.capacity() >= pending.len());
+        }
+        let after = l.pending.lock().capacity();
+        assert!(after <= 2 * PENDING_KEPT_CAPACITY, "{burst} -> {after}");
+        assert_eq!(l.view(t0).head_pending, 0);
     }
 
     #[test]
@@ -366,10 +422,39 @@ mod tests {
             open_files_warning_ratio: 0.8,
         });
         let t0 = Instant::now();
-        warnings.check("http", 5, t0);
-        warnings.check("http", 5, t0 + Duration::from_secs(1));
+        warnings.check("http", 5, 0, t0);
+        warnings.check("http", 5, 0, t0 + Duration::from_secs(1));
         assert_eq!(warnings.suppressed.load(Ordering::Relaxed), 1);
-        warnings.check("http", 5, t0 + Duration::from_secs(62));
+        warnings.check("http", 5, 0, t0 + Duration::from_secs(62));
         assert_eq!(warnings.suppressed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_open_files_warning_counts_connections_against_the_limit() {
+        let warnings = Warnings::new(ConnectionsConfig {
+            head_pending_warning: usize::MAX,
+            open_files_warning_ratio: 0.8,
+        });
+        let t0 = Instant::now();
+        // The limit as if just read: 100 files.
+        warnings.last_fd_check_ms.store(1, Ordering::Relaxed);
+        warnings.max_fds.store(100, Ordering::Relaxed);
+        warnings.check("http", 0, 79, t0);
+        assert_eq!(warnings.last_fd_warning_ms.load(Ordering::Relaxed), 0);
+        warnings.check("http", 0, 80, t0);
+        assert_ne!(warnings.last_fd_warning_ms.load(Ordering::Relaxed), 0);
+        warnings.check("http", 0, 90, t0);
+        assert_eq!(warnings.suppressed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn open_connections_are_counted_across_listeners() {
+        let connections = Connections::new(ConnectionsConfig::default());
+        let (a, b) = (connections.listener("a"), connections.listener("b"));
+        let t0 = Instant::now();
+        let ids = [a.opened(t0), b.opened(t0), b.opened(t0)];
+        assert_eq!(connections.shared.open.load(Ordering::Relaxed), 3);
+        a.closed(ids[0], true, CloseReason::Empty);
+        assert_eq!(connections.shared.open.load(Ordering::Relaxed), 2);
     }
 }

@@ -24,7 +24,7 @@ pub(crate) const TOKEN_PAGE: &str = include_str!("token.html");
 /// Policy of [`PAGE`]: its one inline script and one inline style by hash, JSON from the same origin, SVG built
 /// in the DOM; nothing else (no plugins, frames, forms, base URL changes, or framing by other sites).
 const PAGE_CSP: &str = "default-src 'none'; \
-     script-src 'sha256-0/S3AvIxXFZd3VkdLRVODF3zTl8z9mj768Ug0w1rugE='; \
+     script-src 'sha256-9DhNBcqjvfUD8zLc5eFL4wBnFwSv1C3yWsaPVe4ZFNI='; \
      style-src 'sha256-JQcuCbHYKa+wpvCsV051aqXE9sAubcIt7lPwHuOjRBk='; \
      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 

@@ -140,7 +140,8 @@ pub(super) fn write_connections(
         CLOSED,
         "counter",
         "Connections ended, by reason: client_closed, server_closed, head_timeout, head_abandoned, refused \
-         (answered by the HTTP server before a request reached the router), empty.",
+         (answered by the HTTP server before a request reached the router), empty, shed (closed by the server at its \
+         connection limit).",
     )?;
     for listener in &connections.listeners {
         let c = &listener.closed;
@@ -151,6 +152,7 @@ pub(super) fn write_connections(
             ("head_abandoned", c.head_abandoned),
             ("refused", c.refused),
             ("empty", c.empty),
+            ("shed", c.shed),
         ] {
             listener_series(out, CLOSED, "", listener)?;
             writeln!(out, ",reason=\"{reason}\"}} {n}")?;
