@@ -125,6 +125,8 @@ async fn a_served_request_times_its_head() {
     let perf = Perfscope::builder().build().unwrap();
     let addr = serve(&perf).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The head is timed from the accept: wait for it, or a late accept would shorten the 50 ms stall below.
+    until(&perf, "accepted", |l| l.open == 1).await;
     stream.write_all(HALF_HEAD).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     stream.write_all(b"1\r\n\r\n").await.unwrap();
