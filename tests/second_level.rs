@@ -65,6 +65,11 @@ fn redis_url() -> Option<String> {
     services::service_url("REDIS_URL", &["redis:", "rediss:", "unix:"], "Redis")
 }
 
+/// Waits until both nodes' buses are connected and their versions verified.
+async fn both_verified(la: &SecondLevel, lb: &SecondLevel, limit: Duration) {
+    wait_until("both buses", limit, || la.is_verified() && lb.is_verified()).await;
+}
+
 async fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
     while !check() {
@@ -78,10 +83,7 @@ async fn a_value_loaded_on_one_node_is_read_from_l2_on_another_and_invalidated_e
     let store = MemoryLevel::new();
     let prefix = unique_prefix("memory");
     let (la, lb) = (level(store.clone(), &prefix), level(store.clone(), &prefix));
-    wait_until("both buses", Duration::from_secs(2), || {
-        la.is_verified() && lb.is_verified()
-    })
-    .await;
+    both_verified(&la, &lb, Duration::from_secs(2)).await;
     let (a, b) = (cache(&la), cache(&lb));
     let loads = Arc::new(AtomicU64::new(0));
     let loader = |loads: Arc<AtomicU64>, value: u64| {
@@ -170,11 +172,28 @@ async fn corrupt_truncated_foreign_and_old_entries_are_counted_misses() {
     assert_eq!(stats.corrupt, 5, "{stats:?}");
 }
 
+/// Lookups of a [`Counted`] store by kind: the entry with its versions, or the entry alone.
+#[derive(Default)]
+struct ReadCounts {
+    full: AtomicU64,
+    entry_alone: AtomicU64,
+}
+
+impl ReadCounts {
+    fn get(&self) -> (u64, u64) {
+        (
+            self.full.load(Ordering::SeqCst),
+            self.entry_alone.load(Ordering::SeqCst),
+        )
+    }
+}
+
 /// An [`L2Backend`] that counts the operations that reach the store it wraps: counted when the operation runs
 /// (its future is first polled), not when it is built, so a call the breaker skips is not counted.
 struct Counted<B> {
     inner: B,
     calls: Arc<AtomicU64>,
+    reads: Arc<ReadCounts>,
 }
 
 impl<B: L2Backend> Counted<B> {
@@ -184,9 +203,15 @@ impl<B: L2Backend> Counted<B> {
             Counted {
                 inner,
                 calls: calls.clone(),
+                reads: Arc::default(),
             },
             calls,
         )
+    }
+
+    /// Its lookups by kind.
+    fn reads(&self) -> Arc<ReadCounts> {
+        self.reads.clone()
     }
 }
 
@@ -194,12 +219,14 @@ impl<B: L2Backend> L2Backend for Counted<B> {
     fn read<'a>(&'a self, keys: &'a ReadKeys) -> BoxFuture<'a, Result<ReadReply, L2Error>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            self.reads.full.fetch_add(1, Ordering::SeqCst);
             self.inner.read(keys).await
         })
     }
     fn read_entry<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, L2Error>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
+            self.reads.entry_alone.fetch_add(1, Ordering::SeqCst);
             self.inner.read_entry(entry).await
         })
     }
@@ -328,71 +355,6 @@ async fn a_node_never_reads_back_from_l2_what_it_just_invalidated() {
     }
 }
 
-/// Lookups of a [`Reads`] store by kind: the entry with its versions, or the entry alone.
-#[derive(Default)]
-struct ReadCounts {
-    full: AtomicU64,
-    entry_alone: AtomicU64,
-}
-
-impl ReadCounts {
-    fn get(&self) -> (u64, u64) {
-        (
-            self.full.load(Ordering::SeqCst),
-            self.entry_alone.load(Ordering::SeqCst),
-        )
-    }
-}
-
-/// An [`L2Backend`] that counts its lookups by kind.
-struct Reads<B> {
-    inner: B,
-    counts: Arc<ReadCounts>,
-}
-
-impl<B> Reads<B> {
-    fn new(inner: B) -> (Self, Arc<ReadCounts>) {
-        let counts = Arc::new(ReadCounts::default());
-        (
-            Reads {
-                inner,
-                counts: counts.clone(),
-            },
-            counts,
-        )
-    }
-}
-
-impl<B: L2Backend> L2Backend for Reads<B> {
-    fn read<'a>(&'a self, keys: &'a ReadKeys) -> BoxFuture<'a, Result<ReadReply, L2Error>> {
-        self.counts.full.fetch_add(1, Ordering::SeqCst);
-        self.inner.read(keys)
-    }
-    fn read_entry<'a>(&'a self, entry: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, L2Error>> {
-        self.counts.entry_alone.fetch_add(1, Ordering::SeqCst);
-        self.inner.read_entry(entry)
-    }
-    fn versions<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<u64>, L2Error>> {
-        self.inner.versions(keys)
-    }
-    fn write<'a>(&'a self, op: &'a WriteOp) -> BoxFuture<'a, Result<bool, L2Error>> {
-        self.inner.write(op)
-    }
-    fn invalidate<'a>(&'a self, op: &'a InvalidateOp) -> BoxFuture<'a, Result<u64, L2Error>> {
-        self.inner.invalidate(op)
-    }
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        message: &'a [u8],
-    ) -> BoxFuture<'a, Result<(), L2Error>> {
-        self.inner.publish(channel, message)
-    }
-    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Subscription, L2Error>> {
-        self.inner.subscribe(channel)
-    }
-}
-
 /// Loads `value` under `key` on `cache` with the tag `items` (or reads it from L2), and says how it came.
 async fn load(cache: &Cache<String, u64>, key: &str, value: u64) -> (u64, CacheStatus) {
     let fetched = cache
@@ -412,12 +374,10 @@ async fn load(cache: &Cache<String, u64>, key: &str, value: u64) -> (u64, CacheS
 async fn a_node_whose_bus_vouches_for_versions_reads_the_entry_alone() {
     let store = MemoryLevel::new();
     let prefix = unique_prefix("alone");
-    let (reads, counts) = Reads::new(store.clone());
-    let (la, lb) = (level(store.clone(), &prefix), level(reads, &prefix));
-    wait_until("both buses", Duration::from_secs(2), || {
-        la.is_verified() && lb.is_verified()
-    })
-    .await;
+    let (counted, _) = Counted::new(store.clone());
+    let counts = counted.reads();
+    let (la, lb) = (level(store.clone(), &prefix), level(counted, &prefix));
+    both_verified(&la, &lb, Duration::from_secs(2)).await;
     let (a, b) = (cache(&la), cache(&lb));
     for (i, key) in ["item:1", "item:2", "item:3", "item:4"].iter().enumerate() {
         assert_eq!(
@@ -492,10 +452,7 @@ async fn a_store_emptied_under_a_live_bus_is_noticed_and_used_again() {
     let store = MemoryLevel::new();
     let prefix = unique_prefix("flushed");
     let (la, lb) = (level(store.clone(), &prefix), level(store.clone(), &prefix));
-    wait_until("both buses", Duration::from_secs(2), || {
-        la.is_verified() && lb.is_verified()
-    })
-    .await;
+    both_verified(&la, &lb, Duration::from_secs(2)).await;
     let (a, b) = (cache(&la), cache(&lb));
     for round in 0..5 {
         a.invalidate_tag(&format!("other:{round}"));
@@ -682,10 +639,7 @@ async fn invalidations_reach_the_other_node_within_50_ms_p99() {
     let prefix = unique_prefix("fanout");
     let la = level(RedisLevel::open(&url).unwrap(), &prefix);
     let lb = level(RedisLevel::open(&url).unwrap(), &prefix);
-    wait_until("both buses", Duration::from_secs(3), || {
-        la.is_verified() && lb.is_verified()
-    })
-    .await;
+    both_verified(&la, &lb, Duration::from_secs(3)).await;
     let (a, b) = (cache(&la), cache(&lb));
     let bound = lb.staleness_bound();
     let mut latencies = Vec::new();
@@ -819,10 +773,7 @@ async fn survive(fault: Fault) {
     let prefix = unique_prefix("fault");
     let la = level(RedisLevel::open(&server.url()).unwrap(), &prefix);
     let lb = level(RedisLevel::open(&server.url()).unwrap(), &prefix);
-    wait_until("both buses", Duration::from_secs(3), || {
-        la.is_verified() && lb.is_verified()
-    })
-    .await;
+    both_verified(&la, &lb, Duration::from_secs(3)).await;
     let (a, b) = (cache(&la), cache(&lb));
     let bound = lb.staleness_bound();
     let truth = Arc::new(AtomicU64::new(0));
@@ -1131,10 +1082,7 @@ async fn fetch(app: &axum::Router, path: &str, language: Option<&str>) -> (Strin
 /// calling B's handler, a tag invalidation or `clear` on one node makes the other's next request a MISS, and a
 /// response with `Vary` is found in L2 per variant.
 async fn response_caches_share_the_second_level(la: SecondLevel, lb: SecondLevel) {
-    wait_until("both buses", Duration::from_secs(3), || {
-        la.is_verified() && lb.is_verified()
-    })
-    .await;
+    both_verified(&la, &lb, Duration::from_secs(3)).await;
     let version = Arc::new(AtomicU64::new(0));
     let (a, layer_a, calls_a) = response_node(&la, version.clone());
     let (b, layer_b, calls_b) = response_node(&lb, version.clone());
