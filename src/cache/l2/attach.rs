@@ -58,6 +58,14 @@ pub(crate) enum Lookup<V> {
     Miss(Option<u64>),
 }
 
+/// The part of a version's store key that says whose version it is: a tag's (`t:`) or a key prefix's (`p:`).
+fn version_kind(kind: TagKindByte) -> &'static str {
+    match kind {
+        TagKindByte::User => "t:",
+        TagKindByte::Prefix => "p:",
+    }
+}
+
 fn unix_millis() -> u64 {
     unix_micros() / 1000
 }
@@ -93,12 +101,21 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         self.codec.is_some()
     }
 
-    /// `{ns}{kind}{key}`, built without the formatting machinery (this is on every lookup).
+    /// Writes `{ns}{kind}{key}` into `buffer` (reused across an entry's tags), without the formatting
+    /// machinery: this is on every lookup.
+    fn store_key_into<'b>(&self, buffer: &'b mut String, kind: &str, key: &str) -> &'b str {
+        buffer.clear();
+        buffer.push_str(&self.ns);
+        buffer.push_str(kind);
+        buffer.push_str(key);
+        buffer
+    }
+
+    /// `{ns}{kind}{key}`: the name in the store of an entry (`e:`), a key's version (`k:`), a tag's (`t:`) or a
+    /// key prefix's (`p:`).
     fn store_key(&self, kind: &str, key: &str) -> String {
         let mut name = String::with_capacity(self.ns.len() + kind.len() + key.len());
-        name.push_str(&self.ns);
-        name.push_str(kind);
-        name.push_str(key);
+        self.store_key_into(&mut name, kind, key);
         name
     }
 
@@ -117,23 +134,6 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
             clear_version: self.clear_key.clone(),
             generation: self.level.shared.generation_key.clone(),
         }
-    }
-
-    /// Writes the store key of a tag's or key prefix's version into `buffer` (reused across an entry's tags).
-    fn version_key_into<'b>(
-        &self,
-        buffer: &'b mut String,
-        kind: TagKindByte,
-        name: &str,
-    ) -> &'b str {
-        buffer.clear();
-        buffer.push_str(&self.ns);
-        buffer.push_str(match kind {
-            TagKindByte::User => "t:",
-            TagKindByte::Prefix => "p:",
-        });
-        buffer.push_str(name);
-        buffer
     }
 
     fn miss(&self, generation: u64) -> Lookup<V> {
@@ -223,7 +223,7 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
                 envelope
                     .tags
                     .iter()
-                    .map(|&(kind, name)| self.version_key_into(&mut buffer, kind, name).to_owned()),
+                    .map(|&(kind, name)| self.store_key(version_kind(kind), name)),
             );
             if level.any_pending(own.iter().map(String::as_str)) {
                 return self.reject(generation);
@@ -232,7 +232,7 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
         // Tag versions: remembered ones while the bus vouches for them, the rest read in one round trip.
         let mut unknown = Vec::new();
         for &(kind, name) in &envelope.tags {
-            let version_key = self.version_key_into(&mut buffer, kind, name);
+            let version_key = self.store_key_into(&mut buffer, version_kind(kind), name);
             match level.trusted_version(version_key, trusted) {
                 Some(version) if version > born => return self.reject(generation),
                 Some(_) => {}
@@ -362,28 +362,28 @@ impl<V: Send + Sync + 'static> CacheL2<V> {
     /// Sends an invalidation to the store and the other nodes (in the background, in order).
     pub(crate) fn publish(&self, kind: MessageKind, name: &str) {
         let op = match kind {
-            MessageKind::Tag => {
-                self.invalidation(vec![format!("{}t:{name}", self.ns)], Vec::new(), name)
-            }
+            MessageKind::Tag => self.invalidation(
+                vec![self.store_key(version_kind(TagKindByte::User), name)],
+                Vec::new(),
+                name,
+            ),
             MessageKind::Prefix => {
                 let exact = strip_wildcard(name);
                 self.invalidation(
                     vec![
-                        format!("{}p:{}", self.ns, prefix_tag(name)),
-                        format!("{}k:{exact}", self.ns),
+                        self.store_key(version_kind(TagKindByte::Prefix), prefix_tag(name)),
+                        self.key_version_key(exact),
                     ],
-                    vec![format!("{}e:{exact}", self.ns)],
+                    vec![self.entry_key(exact)],
                     name,
                 )
             }
             MessageKind::Key => self.invalidation(
-                vec![format!("{}k:{name}", self.ns)],
-                vec![format!("{}e:{name}", self.ns)],
+                vec![self.key_version_key(name)],
+                vec![self.entry_key(name)],
                 name,
             ),
-            MessageKind::Clear => {
-                self.invalidation(vec![format!("{}clear", self.ns)], Vec::new(), "")
-            }
+            MessageKind::Clear => self.invalidation(vec![self.clear_key.clone()], Vec::new(), ""),
             MessageKind::Heartbeat => return,
         };
         self.level.shared.enqueue_invalidation(&self.name, kind, op);
