@@ -471,6 +471,13 @@ impl LevelShared {
         self.versions.insert(key.to_owned(), (version, epoch));
     }
 
+    /// Reads the generation counter from the store, within `limit`.
+    async fn read_generation(&self, limit: Duration) -> Option<u64> {
+        let key = std::slice::from_ref(&self.generation_key);
+        let versions = self.call(limit, self.backend.versions(key)).await.ok()?;
+        versions.first().copied()
+    }
+
     /// Notes a generation read from the store; a generation below the highest seen means the store was reset.
     pub(crate) fn observe_generation(&self, generation: u64) {
         let previous = self.last_generation.fetch_max(generation, Ordering::SeqCst);
@@ -711,13 +718,8 @@ async fn writer(level: Weak<LevelShared>, mut queue: mpsc::Receiver<WriteOp>) {
                 // Refused: an invalidation came after `born`, or the store was reset below it (its
                 // generation went back). Lookups that read the entry alone do not see the generation, so a
                 // reset shows here first.
-                let generation = std::slice::from_ref(&op.keys.generation);
-                if let Ok([generation]) = level
-                    .call(limit, level.backend.versions(generation))
-                    .await
-                    .as_deref()
-                {
-                    level.observe_generation(*generation);
+                if let Some(generation) = level.read_generation(limit).await {
+                    level.observe_generation(generation);
                 }
             }
             Err(_) => drop(
@@ -832,15 +834,8 @@ async fn subscriber(level: Weak<LevelShared>) {
         // After an outage, invalidations may have failed to reach the store: read nothing older than now.
         let recovered = match subscription {
             Some(_) if connected_before => shared
-                .call(
-                    hard,
-                    shared
-                        .backend
-                        .versions(std::slice::from_ref(&shared.generation_key)),
-                )
+                .read_generation(hard)
                 .await
-                .ok()
-                .and_then(|v| v.first().copied())
                 .map(|generation| {
                     shared.floor.store(generation, Ordering::SeqCst);
                     shared.last_generation.store(generation, Ordering::SeqCst);
